@@ -1,0 +1,12 @@
+"""symmd: measure and restore the rotational symmetry of unconstrained
+machine-learning interatomic potentials in molecular dynamics.
+
+Public surface (see ``shared/API.md``): :mod:`symmd.o3`, :mod:`symmd.metrics`,
+:mod:`symmd.models`.
+"""
+
+from . import metrics, o3
+
+__version__ = "0.1.0"
+
+__all__ = ["metrics", "o3", "__version__"]

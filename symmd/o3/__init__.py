@@ -1,0 +1,36 @@
+"""O(3) machinery: quadratures, Wigner-D matrices, characters, Cartesian tensors.
+
+Conventions (ASE row vectors): a group element ``g`` is an orthogonal 3x3
+matrix ``R``; it maps positions ``r -> r @ R.T`` and cell rows ``h -> h @ R.T``.
+All builders work in float64 and are cached; functions of ``rotations`` return
+results in the dtype and device of their input.
+"""
+
+from ._cartesian import cartesian_to_spherical, spherical_to_cartesian
+from ._quadrature import (
+    LEBEDEV_ORDERS,
+    Quadrature,
+    haar,
+    lebedev,
+    metatomic_size,
+    point_group,
+    quadrature,
+)
+from ._wigner import character, proper_part, representation, wigner_d, wigner_d_series
+
+__all__ = [
+    "LEBEDEV_ORDERS",
+    "Quadrature",
+    "cartesian_to_spherical",
+    "character",
+    "haar",
+    "lebedev",
+    "metatomic_size",
+    "point_group",
+    "proper_part",
+    "quadrature",
+    "representation",
+    "spherical_to_cartesian",
+    "wigner_d",
+    "wigner_d_series",
+]
