@@ -1,0 +1,239 @@
+r"""Batched evaluation of rotated copies.
+
+For structures :math:`x_s` and O(3) elements :math:`g_k` (matrices
+:math:`R_k`) this evaluates :math:`u_{ks} = f(g_k x_s)` for every pair, with
+copy index :math:`c = k S + s`:
+
+1. the neighbour pairs of each :math:`x_s` are computed once (vesin) and shared
+   by all its copies: the pair vector of copy :math:`c` is
+   :math:`(r_j - r_i + S h) R_k^T`;
+2. copies are built with tensor ops (gathers and one einsum), in float64, then
+   cast to the model's dtype on its device;
+3. copies are evaluated in chunks of at most ``batch_size``, one model call and
+   one backward pass per chunk. Forces are :math:`-\partial E / \partial r`;
+   stress is :math:`V^{-1} \partial E / \partial \epsilon` at
+   :math:`\epsilon = 0` for a homogeneous strain
+   :math:`r \to r (1 + \epsilon)`, :math:`h \to h (1 + \epsilon)` (ASE sign,
+   eV/A^3).
+
+The responses come back in the rotated frame, stacked along axis 0, float64,
+on the model's device, ready for :mod:`symmd.metrics`:
+
+=========  =====================  ===========================
+property   one structure          a list of S structures
+=========  =====================  ===========================
+energy     ``[K]``                ``[K, S]``
+energies   ``[K, N]``             ``[K, N_total]``
+forces     ``[K, N, 3]``          ``[K, N_total, 3]``
+stress     ``[K, 3, 3]``          ``[K, S, 3, 3]``
+=========  =====================  ===========================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence, Union
+
+import ase
+import torch
+from ase.calculators.calculator import PropertyNotImplementedError
+
+from ..o3 import Quadrature
+from ..o3._quadrature import check_orthogonal
+from ._structures import Structures, as_structures, neighbor_pairs
+
+__all__ = ["Batch", "evaluate_rotated", "PROPERTIES"]
+
+PROPERTIES = ("energy", "energies", "forces", "stress")
+
+
+@dataclasses.dataclass
+class Batch:
+    """A chunk of C rotated copies handed to an adapter (model dtype and device).
+
+    ``positions [M, 3]`` and ``cell [C, 3, 3]`` are differentiable when
+    gradients are needed; ``types [M]``, ``pbc [C, 3]``, ``system_index [M]``
+    (copy of each atom, 0..C-1), ``n_atoms [C]``; ``pairs`` maps each requested
+    ``(cutoff, full_list)`` to batch-local ``(first [P], second [P],
+    shifts [P, 3], counts [C])``.
+    """
+
+    positions: torch.Tensor
+    types: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    system_index: torch.Tensor
+    n_atoms: torch.Tensor
+    pairs: dict
+
+
+def _expand(counts: torch.Tensor, offsets: torch.Tensor, structure_of_copy: torch.Tensor):
+    """For copies of given structures, each with ``counts[s]`` items starting at
+    ``offsets[s]``: ``(copy_of_item, base_item, per_copy_counts)``, vectorized."""
+    per_copy = counts[structure_of_copy]
+    copy_of_item = torch.repeat_interleave(torch.arange(len(per_copy), device=counts.device), per_copy)
+    start_in_batch = torch.cumsum(per_copy, 0) - per_copy
+    within = torch.arange(int(per_copy.sum()), device=counts.device) - start_in_batch[copy_of_item]
+    return copy_of_item, offsets[structure_of_copy][copy_of_item] + within, per_copy
+
+
+def _as_rotations(rotations) -> torch.Tensor:
+    if isinstance(rotations, Quadrature):
+        return rotations.rotations
+    rot = torch.as_tensor(rotations, dtype=torch.float64)
+    if rot.ndim == 2:
+        rot = rot[None]
+    if rot.ndim != 3 or rot.shape[1:] != (3, 3) or rot.shape[0] == 0:
+        raise ValueError(f"rotations must have shape [K, 3, 3] with K >= 1, got {tuple(rot.shape)}")
+    check_orthogonal(rot, "rotations")
+    return rot
+
+
+def _check_properties(properties: Sequence[str], structures: Structures) -> tuple:
+    properties = tuple(dict.fromkeys(properties))
+    unknown = [p for p in properties if p not in PROPERTIES]
+    if unknown:
+        raise ValueError(f"unknown properties {unknown}; choose among {list(PROPERTIES)}")
+    if "stress" in properties and not bool(structures.periodic.all()):
+        bad = torch.nonzero(~structures.periodic).flatten().tolist()
+        raise PropertyNotImplementedError(
+            f"stress is only defined for fully periodic structures; structures {bad} "
+            "are not periodic in all three directions"
+        )
+    return properties
+
+
+def evaluate_rotated(
+    model,
+    atoms: Union[ase.Atoms, Sequence[ase.Atoms]],
+    rotations: Union[Quadrature, torch.Tensor],
+    properties: Sequence[str] = ("energy", "forces"),
+    batch_size: Optional[int] = None,
+) -> dict[str, torch.Tensor]:
+    """Evaluate ``model`` on every rotated copy of ``atoms``.
+
+    Parameters
+    ----------
+    model: an adapter from :func:`symmd.models.load` (anything ``load``
+        accepts is loaded on the fly).
+    atoms: one ``ase.Atoms`` or a list.
+    rotations: a :class:`~symmd.o3.Quadrature` or ``[K, 3, 3]`` orthogonal
+        matrices (positions map as ``r -> r @ R.T``).
+    properties: among ``energy``, ``energies``, ``forces``, ``stress``.
+    batch_size: the most rotated copies per model call (``None``: all).
+
+    Returns float64 responses in the rotated frame on the model's device (see
+    the module docstring for shapes).
+    """
+    from ._adapters import Adapter, load
+
+    adapter = model if isinstance(model, Adapter) else load(model)
+    structures = atoms if isinstance(atoms, Structures) else as_structures(atoms)
+    properties = _check_properties(properties, structures)
+    adapter.check(structures, properties)
+    rot = _as_rotations(rotations)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+
+    device = adapter.device
+    structures = structures.to(device)
+    rot = rot.to(device)
+    pairs = {
+        request: neighbor_pairs(structures, *request).to(device)
+        for request in adapter.neighbor_requests()
+    }
+    n_copies = len(rot) * structures.n_systems
+    chunk = n_copies if batch_size is None else batch_size
+    results: dict[str, list] = {p: [] for p in properties}
+    for start in range(0, n_copies, chunk):
+        copies = torch.arange(start, min(start + chunk, n_copies), device=device)
+        out = _evaluate_chunk(adapter, structures, pairs, rot, copies, properties)
+        for key in properties:
+            results[key].append(out[key])
+    return _assemble(results, structures, len(rot))
+
+
+def _evaluate_chunk(adapter, structures: Structures, pairs, rot, copies, properties):
+    n_sys = structures.n_systems
+    rot_of_copy = rot[copies // n_sys]
+    structure_of_copy = copies % n_sys
+    copy_of_atom, base_atom, n_atoms = _expand(structures.n_atoms, structures.offsets, structure_of_copy)
+
+    dtype = adapter.dtype
+    positions = torch.einsum("mj,mij->mi", structures.positions[base_atom], rot_of_copy[copy_of_atom])
+    cell = structures.cell[structure_of_copy] @ rot_of_copy.transpose(-1, -2)
+    positions, cell = positions.to(dtype), cell.to(dtype)
+
+    want_grad = adapter.differentiable and ("forces" in properties or "stress" in properties)
+    strain = None
+    if want_grad:
+        positions.requires_grad_(True)
+        leaf_positions = positions
+        if "stress" in properties:
+            strain = torch.zeros(len(copies), 3, 3, dtype=dtype, device=positions.device, requires_grad=True)
+            positions = positions + torch.einsum("mi,mij->mj", positions, strain[copy_of_atom])
+            cell = cell + cell @ strain
+
+    atom_start = torch.cumsum(n_atoms, 0) - n_atoms
+    batch_pairs = {}
+    for request, base in pairs.items():
+        copy_of_pair, base_pair, counts = _expand(base.counts, base.offsets, structure_of_copy)
+        shift = atom_start[copy_of_pair] - structures.offsets[structure_of_copy][copy_of_pair]
+        batch_pairs[request] = (
+            base.first[base_pair] + shift,
+            base.second[base_pair] + shift,
+            base.shifts[base_pair],
+            counts,
+        )
+    batch = Batch(
+        positions=positions,
+        types=structures.types[base_atom],
+        cell=cell,
+        pbc=structures.pbc[structure_of_copy],
+        system_index=copy_of_atom,
+        n_atoms=n_atoms,
+        pairs=batch_pairs,
+    )
+    with torch.set_grad_enabled(want_grad or torch.is_grad_enabled()):
+        out = adapter(batch, properties)
+
+    energy = out["energy"]
+    if energy.shape != (len(copies),):
+        raise ValueError(
+            f"the model returned an energy of shape {tuple(energy.shape)}; expected "
+            f"one value per structure, [{len(copies)}]"
+        )
+    need_forces = "forces" in properties and "forces" not in out
+    need_stress = "stress" in properties and "stress" not in out
+    if need_forces or need_stress:
+        if not want_grad or energy.grad_fn is None:
+            raise ValueError(
+                "the model returned no forces/stress and its energy is not "
+                "differentiable with respect to positions; return them explicitly"
+            )
+        inputs = ([leaf_positions] if need_forces else []) + ([strain] if need_stress else [])
+        grads = torch.autograd.grad(energy.sum(), inputs)
+        if need_forces:
+            out["forces"] = -grads[0]
+        if need_stress:
+            volume = torch.linalg.det(structures.cell[structure_of_copy]).abs()
+            out["stress"] = grads[-1].to(torch.float64) / volume[:, None, None]
+    return {key: out[key].detach().to(torch.float64) for key in properties}
+
+
+def _assemble(results, structures: Structures, n_rot: int) -> dict[str, torch.Tensor]:
+    n_sys, n_tot = structures.n_systems, int(structures.n_atoms.sum())
+    shapes = {
+        "energy": (n_rot, n_sys),
+        "energies": (n_rot, n_tot),
+        "forces": (n_rot, n_tot, 3),
+        "stress": (n_rot, n_sys, 3, 3),
+    }
+    out = {}
+    for key, chunks in results.items():
+        value = torch.cat(chunks).reshape(shapes[key])
+        if structures.single and key in ("energy", "stress"):
+            value = value[:, 0]
+        out[key] = value
+    return out
+

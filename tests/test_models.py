@@ -1,0 +1,202 @@
+import re
+
+import numpy as np
+import pytest
+import torch
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.emt import EMT
+from conftest import cu_cluster, cual_cell, random_rotations, rotated_copy
+from toy_models import lab_frame_callable, toy_metatomic_model
+
+from symmd import models, o3
+
+
+def symmetric(stress):
+    return (stress + stress.transpose(-1, -2)) / 2
+
+
+def per_copy_reference(calc, atoms, rotations, stress=True):
+    """Evaluate each rotated ase.Atoms separately through an ASE calculator
+    (ASE stores the stress in Voigt form, so it comes back symmetrized)."""
+    out = {"energy": [], "forces": [], "stress": []}
+    for rot in rotations.numpy():
+        copy = rotated_copy(atoms, rot)
+        copy.calc = calc
+        out["energy"].append(copy.get_potential_energy())
+        out["forces"].append(copy.get_forces())
+        if stress:
+            out["stress"].append(copy.get_stress(voigt=False))
+    return {k: torch.tensor(np.array(v)) for k, v in out.items() if v}
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_metatomic_model()
+
+
+def test_metatomic_batched_matches_per_copy_metatomic_calculator(toy):
+    from metatomic_ase import MetatomicCalculator
+
+    atoms = cual_cell()
+    rot = random_rotations(6, seed=1)
+    out = models.evaluate_rotated(models.load(toy), atoms, rot, ("energy", "forces", "stress"))
+    ref = per_copy_reference(MetatomicCalculator(toy), atoms, rot)
+    assert out["energy"].shape == (6,) and out["forces"].shape == (6, 32, 3) and out["stress"].shape == (6, 3, 3)
+    out["stress"] = symmetric(out["stress"])
+    for key in ref:
+        assert torch.allclose(out[key], ref[key], atol=1e-12, rtol=1e-12), key
+    # the toy is not invariant, so this comparison is not trivially satisfied
+    assert float(out["energy"].std()) > 1e-4
+
+
+@pytest.mark.parametrize("name", ["pet-emt-cual", "pet-emt-cu-cluster"])
+def test_shipped_pet_batched_matches_per_copy_metatomic_calculator(name):
+    from metatomic_ase import MetatomicCalculator
+
+    path = models.shipped_model(name)
+    atoms = cual_cell() if name == "pet-emt-cual" else cu_cluster()
+    periodic = bool(atoms.pbc.all())
+    rot = random_rotations(4, seed=2)
+    props = ("energy", "forces", "stress") if periodic else ("energy", "forces")
+    adapter = models.load(path)
+    assert adapter.dtype == torch.float32
+    out = models.evaluate_rotated(adapter, atoms, rot, props)
+    ref = per_copy_reference(MetatomicCalculator(path), atoms, rot, stress=periodic)
+    if periodic:
+        out["stress"] = symmetric(out["stress"])
+    scale = {k: float(ref[k].abs().max()) for k in ref}
+    for key in ref:
+        assert torch.allclose(out[key], ref[key], atol=2e-5 * max(scale[key], 1.0), rtol=1e-5), key
+
+
+def test_callable_batched_matches_plain_calls_and_finite_differences():
+    atoms = cu_cluster(8)
+    rot = random_rotations(5, seed=3)
+    out = models.evaluate_rotated(lab_frame_callable, atoms, rot, ("energy", "forces"))
+    for k, r in enumerate(rot):
+        pos = torch.tensor(atoms.positions @ r.numpy().T, requires_grad=True)
+        energy = lab_frame_callable(pos, torch.tensor(atoms.numbers), torch.zeros(1, 3, 3, dtype=torch.float64),
+                                    torch.zeros(1, 3, dtype=torch.bool), torch.zeros(8, dtype=torch.long))["energy"]
+        (grad,) = torch.autograd.grad(energy.sum(), pos)
+        assert abs(float(energy[0] - out["energy"][k])) < 1e-12
+        assert torch.allclose(out["forces"][k], -grad, atol=1e-12)
+    # forces against central finite differences of the energy (unrotated copy)
+    h = 1e-5
+    pos = atoms.positions.copy()
+    ref = models.evaluate_rotated(lab_frame_callable, atoms, torch.eye(3), ("forces",))["forces"][0]
+    for i, a in [(0, 0), (3, 2)]:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[i, a] += h
+        minus.positions[i, a] -= h
+        e = models.evaluate_rotated(lab_frame_callable, [plus, minus], torch.eye(3), ("energy",))["energy"][0]
+        assert abs(float(-(e[0] - e[1]) / (2 * h) - ref[i, a])) < 1e-7
+    assert np.array_equal(pos, atoms.positions)
+
+
+def test_stress_matches_finite_differences_of_strain(toy):
+    atoms = cual_cell((1, 1, 2))
+    stress = models.evaluate_rotated(toy, atoms, torch.eye(3), ("stress",))["stress"][0]
+    h = 1e-6
+    for a, b in [(0, 0), (0, 1), (2, 1)]:
+        energies = []
+        for sign in (1, -1):
+            eps = np.eye(3)
+            eps[a, b] += sign * h
+            strained = atoms.copy()
+            strained.set_cell(atoms.cell.array @ eps, scale_atoms=False)
+            strained.positions = atoms.positions @ eps
+            energies.append(float(models.evaluate_rotated(toy, strained, torch.eye(3), ("energy",))["energy"][0]))
+        fd = (energies[0] - energies[1]) / (2 * h) / atoms.get_volume()
+        assert abs(fd - float(stress[a, b])) < 1e-8
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, None])
+def test_results_do_not_depend_on_batch_size(toy, batch_size):
+    atoms = [cual_cell(seed=1), cual_cell((1, 1, 2), seed=2)]
+    q = o3.quadrature(2)
+    out = models.evaluate_rotated(toy, atoms, q, ("energy", "forces", "stress", "energies"), batch_size=batch_size)
+    full = models.evaluate_rotated(toy, atoms, q, ("energy", "forces", "stress", "energies"))
+    assert out["energy"].shape == (24, 2) and out["forces"].shape == (24, 40, 3) and out["stress"].shape == (24, 2, 3, 3)
+    for key in full:
+        assert torch.allclose(out[key], full[key], atol=1e-12, rtol=0), key
+    assert torch.allclose(out["energies"][:, :32].sum(1), out["energy"][:, 0], atol=1e-12)
+
+
+def test_several_structures_match_separate_evaluations(toy):
+    first, second = cual_cell(seed=3), cual_cell((1, 2, 1), seed=4)
+    rot = random_rotations(3, seed=4)
+    both = models.evaluate_rotated(toy, [first, second], rot, ("energy", "forces"))
+    alone = models.evaluate_rotated(toy, second, rot, ("energy", "forces"))
+    assert torch.allclose(both["energy"][:, 1], alone["energy"], atol=1e-12)
+    assert torch.allclose(both["forces"][:, 32:], alone["forces"], atol=1e-12)
+
+
+def test_ase_calculator_fallback_matches_emt_and_is_equivariant():
+    atoms = cual_cell((1, 1, 2), rattle=0.05)
+    q = o3.quadrature(1)
+    out = models.evaluate_rotated(EMT(), atoms, q, ("energy", "forces", "stress"))
+    ref = per_copy_reference(EMT(), atoms, q.rotations)
+    for key in ref:
+        assert torch.allclose(out[key], ref[key], atol=1e-10)
+    from symmd import metrics
+
+    assert float(metrics.equivariance_error(out["forces"], q, "vector").max()) < 1e-10
+
+
+def test_float32_model_keeps_float32_inside_and_returns_float64():
+    calls = []
+
+    def f(positions, types, cell, pbc, system_index):
+        calls.append(positions.dtype)
+        return lab_frame_callable(positions, types, cell, pbc, system_index)
+
+    out = models.evaluate_rotated(models.load(f, dtype=torch.float32), cu_cluster(6), random_rotations(3), ("energy", "forces"))
+    assert calls == [torch.float32] and out["forces"].dtype == torch.float64
+
+
+def test_one_model_call_per_chunk(toy):
+    calls = []
+    adapter = models.load(toy)
+    original = adapter.__call__
+
+    class Counting(models.MetatomicAdapter):
+        def __call__(self, batch, properties):
+            calls.append(len(batch.n_atoms))
+            return original(batch, properties)
+
+    counting = Counting.__new__(Counting)
+    counting.__dict__.update(adapter.__dict__)
+    models.evaluate_rotated(counting, cual_cell(), o3.quadrature(3), ("energy", "forces"), batch_size=20)
+    assert calls == [20, 20, 8]
+
+
+def test_bad_input_raises_clear_errors(toy, tmp_path):
+    atoms = cual_cell()
+    gold = atoms.copy()
+    gold.numbers[0] = 79
+    with pytest.raises(ValueError, match=re.escape("unknown element for this model: atomic number 79 (Au); the model knows [13, 29]")):
+        models.evaluate_rotated(toy, gold, torch.eye(3))
+    nan = atoms.copy()
+    nan.positions[[2, 5], 1] = np.nan
+    with pytest.raises(ValueError, match=re.escape("structure 0 has non-finite (NaN or inf) positions for atoms [2, 5]; check the integrator or the input file")):
+        models.evaluate_rotated(toy, nan, torch.eye(3))
+    with pytest.raises(ValueError, match=re.escape("structure 1 is empty: it has no atoms")):
+        models.evaluate_rotated(toy, [atoms, atoms[:0]], torch.eye(3))
+    with pytest.raises(PropertyNotImplementedError, match=re.escape("stress is only defined for fully periodic structures; structures [0] are not periodic in all three directions")):
+        models.evaluate_rotated(toy, cu_cluster(), torch.eye(3), ("stress",))
+    with pytest.raises(ValueError, match=re.escape("non_conservative=True but the model has no 'non_conservative_forces' output; its outputs are ['energy']; use non_conservative=False")):
+        models.load(toy, non_conservative=True)
+    with pytest.raises(FileNotFoundError, match=re.escape("model file 'missing.pt' does not exist")):
+        models.load("missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a model")
+    with pytest.raises(ValueError, match=rf"^{re.escape(repr(str(junk)))} is not an exported metatomic model \(.*\); export it with metatomic.torch.AtomisticModel.save or `mtt export`$"):
+        models.load(junk)
+    with pytest.raises(ValueError, match=re.escape("the model returned no ['energies'] output (it returned ['energy']); return per-atom 'energies' to use them")):
+        models.evaluate_rotated(lab_frame_callable, cu_cluster(), torch.eye(3), ("energies",))
+    with pytest.raises(ValueError, match=re.escape("unknown properties ['dipole']; choose among ['energy', 'energies', 'forces', 'stress']")):
+        models.evaluate_rotated(toy, atoms, torch.eye(3), ("dipole",))
+    with pytest.raises(TypeError, match=re.escape("model must be a path to a metatomic model, an AtomisticModel, an ASE calculator or a torch callable, got int")):
+        models.load(3)
+    with pytest.raises(ValueError, match=re.escape("batch_size must be a positive int or None, got 0")):
+        models.evaluate_rotated(toy, atoms, torch.eye(3), batch_size=0)

@@ -1,0 +1,103 @@
+"""Small analytic models for the tests: exact, fast, float64.
+
+- ``lab_frame_callable``: a batched torch callable whose energy has a fixed
+  lab-frame anisotropy (so it is not rotationally invariant), smooth and
+  translation invariant.
+- ``toy_metatomic_model``: the same kind of pair energy as an exported-style
+  metatomic ``AtomisticModel`` that reads its neighbour list from the system.
+"""
+
+import math
+from typing import Dict, List, Optional
+
+import torch
+from metatensor.torch import Labels, TensorBlock, TensorMap
+from metatomic.torch import (
+    AtomisticModel,
+    ModelCapabilities,
+    ModelMetadata,
+    ModelOutput,
+    NeighborListOptions,
+    System,
+)
+
+
+def pair_energy(v: torch.Tensor, cutoff: float, anisotropy: float) -> torch.Tensor:
+    """Pair energy of vectors ``v [P, 3]``: a smooth repulsion plus a lab-frame
+    term ``anisotropy * v_x v_y / r^2`` (lambda = 2 content), cut off smoothly."""
+    r = v.norm(dim=-1)
+    fc = 0.5 * (torch.cos(math.pi * r / cutoff) + 1.0) * (r < cutoff)
+    return fc * (torch.exp(-r) + anisotropy * v[:, 0] * v[:, 1] / (r * r))
+
+
+def lab_frame_callable(positions, types, cell, pbc, system_index, anisotropy=0.05):
+    """Batched callable, non-periodic: all pairs within each structure."""
+    n = positions.shape[0]
+    i, j = torch.triu_indices(n, n, 1)
+    same = system_index[i] == system_index[j]
+    i, j = i[same], j[same]
+    v = positions[j] - positions[i]
+    weight = (types[i] + types[j]).to(positions.dtype) / 58.0
+    e_pair = weight * pair_energy(v, 4.0, anisotropy) + 0.01 * v[:, 2] ** 3
+    energy = torch.zeros(cell.shape[0], dtype=positions.dtype, device=positions.device)
+    return {"energy": energy.index_add(0, system_index[i], e_pair)}
+
+
+class _PairToy(torch.nn.Module):
+    def __init__(self, cutoff: float, anisotropy: float):
+        super().__init__()
+        self.cutoff = cutoff
+        self.anisotropy = anisotropy
+        self._nl = NeighborListOptions(cutoff=cutoff, full_list=False, strict=True)
+
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return [self._nl]
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        per_atom = outputs["energy"].sample_kind == "atom"
+        values: List[torch.Tensor] = []
+        samples: List[torch.Tensor] = []
+        for s, system in enumerate(systems):
+            nl = system.get_neighbor_list(self._nl)
+            v = nl.values[:, :, 0]
+            r = torch.linalg.norm(v, dim=-1)
+            fc = 0.5 * (torch.cos(math.pi * r / self.cutoff) + 1.0)
+            e_pair = fc * (torch.exp(-r) + self.anisotropy * v[:, 0] * v[:, 1] / (r * r))
+            first = nl.samples.column("first_atom").to(torch.long)
+            n = len(system)
+            e_atom = torch.zeros(n, dtype=v.dtype, device=v.device).index_add(0, first, e_pair)
+            e_atom = e_atom + 0.1 * system.types.to(v.dtype) / 29.0
+            if per_atom:
+                values.append(e_atom[:, None])
+                idx = torch.arange(n, device=v.device, dtype=torch.int32)
+                samples.append(torch.stack([torch.full_like(idx, s), idx], 1))
+            else:
+                values.append(e_atom.sum().reshape(1, 1))
+                samples.append(torch.tensor([[s]], dtype=torch.int32, device=v.device))
+        names = ["system", "atom"] if per_atom else ["system"]
+        block = TensorBlock(
+            values=torch.cat(values),
+            samples=Labels(names, torch.cat(samples)),
+            components=[],
+            properties=Labels(["energy"], torch.tensor([[0]], device=values[0].device)),
+        )
+        keys = Labels(["_"], torch.tensor([[0]], device=values[0].device))
+        return {"energy": TensorMap(keys, [block])}
+
+
+def toy_metatomic_model(cutoff: float = 4.0, anisotropy: float = 0.05) -> AtomisticModel:
+    """A float64 metatomic model with a lab-frame anisotropic pair energy, Cu/Al."""
+    capabilities = ModelCapabilities(
+        outputs={"energy": ModelOutput(quantity="energy", unit="eV", sample_kind="atom")},
+        atomic_types=[13, 29],
+        interaction_range=cutoff,
+        length_unit="angstrom",
+        supported_devices=["cpu"],
+        dtype="float64",
+    )
+    return AtomisticModel(_PairToy(cutoff, anisotropy).eval(), ModelMetadata(), capabilities)
