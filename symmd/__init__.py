@@ -5,8 +5,10 @@ Public surface (see ``shared/API.md``): :mod:`symmd.o3`, :mod:`symmd.metrics`,
 :mod:`symmd.models`.
 """
 
-from . import metrics, o3
+from . import metrics, models, o3
+from .calculator import SymmetryCalculator
+from .errors import InstabilityError
 
 __version__ = "0.1.0"
 
-__all__ = ["metrics", "o3", "__version__"]
+__all__ = ["InstabilityError", "SymmetryCalculator", "metrics", "models", "o3", "__version__"]
