@@ -8,7 +8,8 @@ Public surface (see ``shared/API.md``): :mod:`symmd.o3`, :mod:`symmd.metrics`,
 from . import metrics, models, o3
 from .calculator import SymmetryCalculator
 from .errors import InstabilityError
+from .monitor import InstabilityWarning, Monitor
 
 __version__ = "0.1.0"
 
-__all__ = ["InstabilityError", "SymmetryCalculator", "metrics", "models", "o3", "__version__"]
+__all__ = ["InstabilityError", "InstabilityWarning", "Monitor", "SymmetryCalculator", "metrics", "models", "o3", "__version__"]
