@@ -45,6 +45,7 @@ from ._structures import Structures, as_structures, neighbor_pairs
 __all__ = ["Batch", "evaluate_rotated", "PROPERTIES"]
 
 PROPERTIES = ("energy", "energies", "forces", "stress")
+CPU_ATOMS_PER_CALL = 1024
 
 
 @dataclasses.dataclass
@@ -120,7 +121,10 @@ def evaluate_rotated(
     rotations: a :class:`~symmd.o3.Quadrature` or ``[K, 3, 3]`` orthogonal
         matrices (positions map as ``r -> r @ R.T``).
     properties: among ``energy``, ``energies``, ``forces``, ``stress``.
-    batch_size: the most rotated copies per model call (``None``: all).
+    batch_size: the most rotated copies per model call. ``None``: all copies
+        at once on an accelerator; on CPU, chunks of about
+        ``CPU_ATOMS_PER_CALL`` atoms, which measured faster on CPU than one
+        huge batch (``benchmarks/bench_batched.py``) and bounds the memory.
 
     Returns float64 responses in the rotated frame on the model's device (see
     the module docstring for shapes).
@@ -143,7 +147,12 @@ def evaluate_rotated(
         for request in adapter.neighbor_requests()
     }
     n_copies = len(rot) * structures.n_systems
-    chunk = n_copies if batch_size is None else batch_size
+    if batch_size is not None:
+        chunk = batch_size
+    elif device.type == "cpu":
+        chunk = max(1, CPU_ATOMS_PER_CALL // int(structures.n_atoms.max()))
+    else:
+        chunk = n_copies
     results: dict[str, list] = {p: [] for p in properties}
     for start in range(0, n_copies, chunk):
         copies = torch.arange(start, min(start + chunk, n_copies), device=device)
