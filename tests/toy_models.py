@@ -93,7 +93,7 @@ class _PairToy(torch.nn.Module):
 def toy_metatomic_model(cutoff: float = 4.0, anisotropy: float = 0.05) -> AtomisticModel:
     """A float64 metatomic model with a lab-frame anisotropic pair energy, Cu/Al."""
     capabilities = ModelCapabilities(
-        outputs={"energy": ModelOutput(quantity="energy", unit="eV", sample_kind="atom")},
+        outputs={"energy": ModelOutput(unit="eV", sample_kind="atom")},
         atomic_types=[13, 29],
         interaction_range=cutoff,
         length_unit="angstrom",
