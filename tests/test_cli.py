@@ -1,0 +1,58 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from symmd.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "symmd.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_help_of_every_subcommand():
+    for args in ([], ["md"], ["diagnose"], ["plot"]):
+        out = run(*args, "--help")
+        assert out.returncode == 0 and "usage: symmd" in out.stdout
+    assert "--monitor-every" in run("md", "--help").stdout
+    assert "--max-lambda" in run("diagnose", "--help").stdout
+
+
+def test_md_with_defaults_writes_a_complete_log_then_plot(tmp_path, capsys):
+    log, traj, fig = tmp_path / "md.csv", tmp_path / "md.extxyz", tmp_path / "md.png"
+    assert main(["md", "--steps", "25", "--log", str(log), "--trajectory", str(traj), "--quiet"]) == 0
+    assert f"log: {log}" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(log)))
+    assert [int(r["step"]) for r in rows] == [0, 10, 20] and float(rows[-1]["rel_forces"]) > 0
+    assert main(["plot", str(log), "-o", str(fig)]) == 0 and fig.stat().st_size > 1000
+    import ase.io
+
+    assert len(ase.io.read(traj, ":")) == 3
+
+
+def test_md_stopped_by_the_monitor_exits_non_zero_with_one_line(tmp_path):
+    out = run("md", "--steps", "300", "--temperature", "20000", "--log", str(tmp_path / "hot.csv"), "--quiet")
+    assert out.returncode == 3
+    lines = [line for line in out.stderr.splitlines() if line.startswith("symmd md:")]
+    assert len(lines) == 1 and lines[0].startswith("symmd md: stopped: step ")
+
+
+def test_bad_arguments_give_one_line_errors():
+    out = run("md", "--steps", "many")
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == "symmd md: error: argument --steps: invalid int value: 'many'"
+    out = run("md", "--model", "missing.pt")
+    assert out.returncode == 2 and out.stderr.strip() == "symmd md: error: model file 'missing.pt' does not exist"
+    out = run("md", "--steps", "-1")
+    assert out.returncode == 2 and out.stderr.strip() == "symmd md: error: --steps must be >= 0, got -1"
+    out = run("plot", "nolog.csv", "-o", "x.png")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and out.stderr.startswith("symmd plot: error:")
+
+
+def test_diagnose_command_json(tmp_path, capsys):
+    path = tmp_path / "d.json"
+    assert main(["diagnose", "--max-lambda", "1", "--json", str(path)]) == 0
+    assert "forces" in capsys.readouterr().out
+    data = json.loads(path.read_text())
+    assert data["quadrature"]["degree"] == 2 and set(data["properties"]) == {"energy", "forces", "stress"}
