@@ -298,7 +298,12 @@ class Monitor:
     # -- reactions -------------------------------------------------------
     def _react(self, step: int, flags: list, atoms) -> None:
         name, value, limit = flags[0]
-        message = (f"step {step}: {name} = {value:.4g} exceeds its limit {limit:.4g}"
+        if name == "min_distance":  # a lower bound: value in A, limit is the ratio reached
+            factor = self.thresholds["min_distance_factor"]
+            what = f"{name} = {value:.4g} A is below {factor:g} x the sum of covalent radii (ratio {limit:.3g})"
+        else:
+            what = f"{name} = {value:.4g} exceeds its limit {limit:.4g}"
+        message = (f"step {step}: {what}"
                    + (f" (also: {', '.join(f[0] for f in flags[1:])})" if len(flags) > 1 else ""))  # fmt: skip
         event = {"step": step, "metric": name, "value": value, "threshold": limit, "flags": [f[0] for f in flags], "message": message}
         self.events.append(event)
