@@ -170,3 +170,20 @@ def test_quadrature_object_is_accepted():
     q = o3.point_group("T")
     calc = SymmetryCalculator(lab_frame_callable, symmetrize="average", quadrature=q)
     assert calc.quadrature is q
+
+
+def direct_forces(positions, types, cell, pbc, system_index):
+    """A non-conservative model: forces = -k r_i (equivariant) + a lab-frame constant."""
+    lab = torch.tensor([0.2, -0.1, 0.05], dtype=positions.dtype)
+    energy = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(0, system_index, 0.5 * (positions**2).sum(1))
+    return {"energy": energy.detach(), "forces": -positions + lab}
+
+
+def test_non_conservative_forces_are_back_rotated_and_averaged():
+    atoms = cu_cluster(6)
+    calc = SymmetryCalculator(direct_forces, symmetrize="average", quadrature=1, non_conservative=True)
+    avg = compute(calc, atoms)
+    assert np.allclose(avg["forces"], -atoms.positions, atol=1e-12)  # the lab-frame part averages out
+    assert np.allclose(avg["equivariance_error_forces"], np.linalg.norm([0.2, -0.1, 0.05]), atol=1e-12)
+    raw = compute(SymmetryCalculator(direct_forces, non_conservative=True), atoms)
+    assert np.allclose(raw["forces"], -atoms.positions + [0.2, -0.1, 0.05], atol=1e-12)
