@@ -58,3 +58,27 @@ def rotated_copy(atoms, rot):
     if atoms.cell.rank:
         new.set_cell(atoms.cell.array @ rot.T, scale_atoms=False)
     return new
+
+
+def tiny_pet(seed=0, cutoff=4.0):
+    """An untrained (randomly initialised, seeded) tiny metatrain PET, eager."""
+    from metatrain.pet import PET
+    from metatrain.utils.architectures import get_default_hypers
+    from metatrain.utils.data import DatasetInfo
+    from metatrain.utils.data.target_info import get_energy_target_info
+
+    hypers = get_default_hypers("pet")["model"]
+    hypers.update(d_pet=8, d_head=8, d_node=16, d_feedforward=16, num_heads=1,
+                  num_attention_layers=1, num_gnn_layers=2, cutoff=cutoff)  # fmt: skip
+    info = DatasetInfo(length_unit="angstrom", atomic_types=[13, 29],
+                       targets={"energy": get_energy_target_info("energy", {"unit": "eV"})})  # fmt: skip
+    torch.manual_seed(seed)
+    return PET(hypers, info)
+
+
+@pytest.fixture(scope="session")
+def pet_checkpoint(tmp_path_factory):
+    """Path of a metatrain checkpoint (.ckpt) of an untrained tiny PET."""
+    path = tmp_path_factory.mktemp("pet") / "epoch_000.ckpt"
+    torch.save(tiny_pet().get_checkpoint(), path)
+    return str(path)

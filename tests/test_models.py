@@ -184,19 +184,75 @@ def test_bad_input_raises_clear_errors(toy, tmp_path):
         models.evaluate_rotated(toy, [atoms, atoms[:0]], torch.eye(3))
     with pytest.raises(PropertyNotImplementedError, match=re.escape("stress is only defined for fully periodic structures; structures [0] are not periodic in all three directions")):
         models.evaluate_rotated(toy, cu_cluster(), torch.eye(3), ("stress",))
-    with pytest.raises(ValueError, match=re.escape("non_conservative=True but the model has no 'non_conservative_forces' output; its outputs are ['energy']; use non_conservative=False")):
+    with pytest.raises(ValueError, match=re.escape("non_conservative=True but the model has no 'non_conservative_force(s)' output; its outputs are ['energy']; use non_conservative=False")):
         models.load(toy, non_conservative=True)
     with pytest.raises(FileNotFoundError, match=re.escape("model file 'missing.pt' does not exist")):
         models.load("missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_text("not a model")
-    with pytest.raises(ValueError, match=rf"^{re.escape(repr(str(junk)))} is not an exported metatomic model \(.*\); export it with metatomic.torch.AtomisticModel.save or `mtt export`$"):
+    with pytest.raises(ValueError, match=rf"^{re.escape(repr(str(junk)))} is not an exported metatomic model \(.*\); export it with metatomic.torch.AtomisticModel.save or `mtt export`, or pass a metatrain checkpoint as a .ckpt file$"):
         models.load(junk)
     with pytest.raises(ValueError, match=re.escape("the model returned no ['energies'] output (it returned ['energy']); return per-atom 'energies' to use them")):
         models.evaluate_rotated(lab_frame_callable, cu_cluster(), torch.eye(3), ("energies",))
-    with pytest.raises(ValueError, match=re.escape("unknown properties ['dipole']; choose among ['energy', 'energies', 'forces', 'stress']")):
+    with pytest.raises(ValueError, match=re.escape("the model has no output ['dipole']; choose among ['energy', 'energies', 'forces', 'stress']")):
         models.evaluate_rotated(toy, atoms, torch.eye(3), ("dipole",))
-    with pytest.raises(TypeError, match=re.escape("model must be a path to a metatomic model, an AtomisticModel, an ASE calculator or a torch callable, got int")):
+    with pytest.raises(TypeError, match=re.escape("model must be a path to a metatomic model or metatrain checkpoint, an AtomisticModel, an ASE calculator or a torch callable, got int")):
         models.load(3)
     with pytest.raises(ValueError, match=re.escape("batch_size must be a positive int or None, got 0")):
         models.evaluate_rotated(toy, atoms, torch.eye(3), batch_size=0)
+
+
+def test_declared_extra_outputs_come_back_per_copy_with_their_kind():
+    from toy_models import toy_model_with_extras
+
+    model = models.load(toy_model_with_extras())
+    # metatomic lists both spellings of renamed outputs; symmd keeps the current one
+    assert model.declared_outputs() == ["non_conservative_force", "feature", "mtt::dipole"]
+    frames = [cu_cluster(4), cu_cluster(6, seed=2)]
+    rot = random_rotations(3, seed=4)
+    out = models.evaluate_rotated(model, frames, rot, ("energy", "feature", "mtt::dipole", "non_conservative_force"))
+    assert isinstance(out, models.Responses)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "energy": (3, 2), "feature": (3, 10, 2), "mtt::dipole": (3, 2, 1, 3), "non_conservative_force": (3, 10, 1, 3)}
+    assert out.kinds == {"energy": "scalar", "feature": "scalar", "mtt::dipole": "vector", "non_conservative_force": "vector"}
+    assert out.per_atom == {"energy": False, "feature": True, "mtt::dipole": False, "non_conservative_force": True}
+    # the per-system dipole of copy k is sum_i q_i r_i R_k^T
+    q = torch.tensor([0.1] * 4, dtype=torch.float64)
+    dipole = (q[:, None] * torch.from_numpy(frames[0].positions)).sum(0)
+    assert torch.allclose(out["mtt::dipole"][:, 0, 0], torch.einsum("j,kij->ki", dipole, rot), atol=1e-12)
+    # single structure: per-system rows dropped, like the energy
+    single = models.evaluate_rotated(model, frames[0], rot, ("mtt::dipole",))
+    assert single["mtt::dipole"].shape == (3, 1, 3)
+
+
+def test_callable_extra_outputs_are_validated():
+    def fn(positions, types, cell, pbc, system_index):
+        energy = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(0, system_index, positions.sum(1))
+        return {"energy": energy, "moment": positions[:2]}
+
+    fn.extra_outputs = {"moment": "vector"}
+    adapter = models.load(fn)
+    assert adapter.declared_outputs() == ["moment"]
+    with pytest.raises(ValueError, match=re.escape("the output 'moment' of kind vector has shape (2, 3); expected [5 atoms or 1 structures, (P,), 3]")):
+        models.evaluate_rotated(adapter, cu_cluster(5), torch.eye(3), ("moment",))
+    fn.extra_outputs = {"moment": "tensor"}
+    with pytest.raises(ValueError, match=re.escape("extra_outputs kinds must be among ['scalar', 'vector', 'rank2'], got {'moment': 'tensor'}")):
+        models.load(fn)
+
+
+def test_metatrain_checkpoints_and_eager_models_load_eagerly(pet_checkpoint, tmp_path):
+    from conftest import tiny_pet
+
+    adapter = models.load(pet_checkpoint)
+    assert isinstance(adapter, models.MetatomicAdapter) and adapter.dtype == torch.float32
+    assert type(adapter.hook_root()).__name__ == "PET"
+    eager = models.load(tiny_pet())  # a metatrain model object, exported on the fly
+    atoms = cual_cell((1, 1, 1))
+    rot = random_rotations(2, seed=1)
+    a = models.evaluate_rotated(adapter, atoms, rot, ("energy", "forces"))
+    b = models.evaluate_rotated(eager, atoms, rot, ("energy", "forces"))
+    assert torch.allclose(a["forces"], b["forces"], atol=1e-6)
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match=rf"^{re.escape(repr(str(junk)))} is not a metatrain checkpoint \("):
+        models.load(junk)

@@ -1,14 +1,17 @@
 """Model adapters and the batched evaluation of rotated copies.
 
-``load(model)`` wraps a metatomic model (path or ``AtomisticModel``), an ASE
-calculator or a torch callable; ``evaluate_rotated(adapter, atoms, rotations)``
+``load(model)`` wraps a metatomic model (exported ``.pt``, metatrain
+checkpoint ``.ckpt`` or ``AtomisticModel``), an ASE calculator or a torch
+callable; ``evaluate_rotated(adapter, atoms, rotations)``
 evaluates every rotated copy in chunks, one model call each, sharing one
 neighbour list per structure. ``shipped_model(name)`` gives the path of a
 model that ships with symmd.
 """
 
-from ._adapters import Adapter, AseAdapter, CallableAdapter, MetatomicAdapter, load
+from ._adapters import Adapter, AseAdapter, CallableAdapter, MetatomicAdapter
 from ._engine import PROPERTIES, Batch, evaluate_rotated
+from ._load import load
+from ._outputs import Responses
 from ._shipped import SHIPPED_MODELS, shipped_model
 from ._structures import NeighborPairs, Structures, as_structures, neighbor_pairs
 
@@ -20,6 +23,7 @@ __all__ = [
     "MetatomicAdapter",
     "NeighborPairs",
     "PROPERTIES",
+    "Responses",
     "SHIPPED_MODELS",
     "Structures",
     "as_structures",

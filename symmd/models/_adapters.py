@@ -3,9 +3,13 @@
 Every adapter exposes ``device``, ``dtype``, ``differentiable`` (energies
 carry an autograd graph, so the engine derives forces and stress),
 ``neighbor_requests()`` (the ``(cutoff A, full_list)`` pairs it needs),
-``check(structures, properties)`` and ``__call__(batch, properties)``, which
-returns ``energy [C]`` and, when it has them directly, ``energies [M]``,
-``forces [M, 3]`` (eV/A) and ``stress [C, 3, 3]`` (eV/A^3).
+``declared_outputs()`` (names of extra outputs, see
+:mod:`symmd.models._outputs`), ``hook_root()`` (the eager module whose layers
+forward hooks can reach), ``check(structures, properties)`` and
+``__call__(batch, properties)``, which returns ``energy [C]`` and, when it
+has them directly, ``energies [M]``, ``forces [M, 3]`` (eV/A),
+``stress [C, 3, 3]`` (eV/A^3), and ``{label: Extra}`` for each requested
+extra output.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ import torch
 from ase.calculators.calculator import BaseCalculator
 
 from ._engine import Batch
+from ._outputs import Extra, KINDS, tensormap_to_dense
 from ._structures import Structures, check_types
 
-__all__ = ["Adapter", "MetatomicAdapter", "CallableAdapter", "AseAdapter", "load"]
+__all__ = ["Adapter", "MetatomicAdapter", "CallableAdapter", "AseAdapter"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_NC_FORCES, _NC_STRESS = "non_conservative_forces", "non_conservative_stress"
+_NC_STRESS = "non_conservative_stress"
+# metatomic renamed these outputs (the old name stays declared as an alias)
+_RENAMED = {"features": "feature", "non_conservative_forces": "non_conservative_force"}
 
 
 class Adapter:
@@ -39,6 +46,17 @@ class Adapter:
     def neighbor_requests(self) -> list[tuple[float, bool]]:
         return []
 
+    def declared_outputs(self) -> list[str]:
+        """Names of the extra outputs the model declares (beyond the energy)."""
+        return []
+
+    def hook_root(self) -> torch.nn.Module:
+        """The eager ``torch.nn.Module`` whose named submodules take forward hooks."""
+        raise TypeError(
+            f"layer spectra need an eager torch module; a {type(self).__name__} "
+            "has no layers to hook"
+        )
+
     def check(self, structures: Structures, properties: Sequence[str]) -> None:
         """Raise ValueError for elements the model does not know."""
         if self.atomic_types is not None:
@@ -46,6 +64,11 @@ class Adapter:
 
     def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+
+def _is_per_atom(output) -> bool:
+    kind = getattr(output, "sample_kind", None)
+    return kind == "atom" if isinstance(kind, str) else bool(output.per_atom)
 
 
 def _model_output(unit: str, per_atom: bool):
@@ -65,7 +88,11 @@ class MetatomicAdapter(Adapter):
     rotated positions and cell, so forces and stress come from one backward
     pass per chunk. With ``non_conservative=True`` the model's
     ``non_conservative_forces`` / ``non_conservative_stress`` outputs are used
-    (raw, without removing their net force).
+    (raw, without removing their net force). Every other declared output
+    (``features``, last-layer features, ...) can be requested by name.
+    The model may be exported (TorchScript) or eager (``AtomisticModel``
+    around a ``torch.nn.Module``, e.g. a metatrain checkpoint); only an
+    eager one exposes its layers to forward hooks.
     """
 
     def __init__(self, model, device=None, dtype=None, non_conservative: bool = False):
@@ -87,14 +114,16 @@ class MetatomicAdapter(Adapter):
                 f"the metatomic model has no 'energy' output; its outputs are {sorted(outputs)}"
             )
         self.non_conservative = bool(non_conservative)
-        if self.non_conservative:
-            missing = [k for k in (_NC_FORCES, _NC_STRESS) if k not in outputs]
-            if _NC_FORCES in missing:
-                raise ValueError(
-                    f"non_conservative=True but the model has no '{_NC_FORCES}' output; "
-                    f"its outputs are {sorted(outputs)}; use non_conservative=False"
-                )
-            self._has_nc_stress = not missing
+        names = [n for n in outputs if not (n in _RENAMED and _RENAMED[n] in outputs)]
+        self._nc_forces = next((n for n in ("non_conservative_force", "non_conservative_forces") if n in names), None)
+        self._has_nc_stress = _NC_STRESS in outputs
+        if self.non_conservative and self._nc_forces is None:
+            raise ValueError(
+                f"non_conservative=True but the model has no 'non_conservative_force(s)' output; "
+                f"its outputs are {sorted(outputs)}; use non_conservative=False"
+            )
+        self._declared = {name: _is_per_atom(outputs[name]) for name in names if name != "energy"}
+        self._units = {name: out.unit for name, out in outputs.items()}
         self.atomic_types = [int(t) for t in caps.atomic_types]
         try:
             inputs = model.requested_inputs(use_new_names=True)
@@ -111,6 +140,20 @@ class MetatomicAdapter(Adapter):
     def neighbor_requests(self) -> list[tuple[float, bool]]:
         return list(dict.fromkeys(self._requests))
 
+    def declared_outputs(self) -> list[str]:
+        return list(self._declared)
+
+    def hook_root(self) -> torch.nn.Module:
+        root = getattr(self.model, "module", self.model)
+        if isinstance(root, torch.jit.ScriptModule):
+            raise TypeError(
+                "layer spectra need an eager model, and this metatomic model is exported "
+                "(TorchScript hides its layers from forward hooks); load the training "
+                "checkpoint (.ckpt) instead, or diagnose the outputs it declares: "
+                f"{self.declared_outputs()}"
+            )
+        return root
+
     def check(self, structures: Structures, properties: Sequence[str]) -> None:
         super().check(structures, properties)
         if self.non_conservative and "stress" in properties and not self._has_nc_stress:
@@ -122,9 +165,12 @@ class MetatomicAdapter(Adapter):
     def _outputs(self, properties):
         outputs = {"energy": _model_output("eV", "energies" in properties)}
         if self.non_conservative and "forces" in properties:
-            outputs[_NC_FORCES] = _model_output("eV/Angstrom", True)
+            outputs[self._nc_forces] = _model_output("eV/Angstrom", True)
         if self.non_conservative and "stress" in properties:
             outputs[_NC_STRESS] = _model_output("eV/Angstrom^3", False)
+        for name in properties:
+            if name in self._declared and name not in outputs:
+                outputs[name] = _model_output(self._units[name], self._declared[name])
         return outputs
 
     def _systems(self, batch: Batch):
@@ -172,14 +218,19 @@ class MetatomicAdapter(Adapter):
         if "energies" in properties:
             atom = atom_start[system] + block.samples.column("atom").to(torch.long)
             out["energies"] = torch.zeros(len(batch.types), dtype=block.values.dtype, device=self.device).index_add(0, atom, block.values[:, 0])
-        if _NC_FORCES in raw:
-            fblock = raw[_NC_FORCES].block()
+        if self.non_conservative and self._nc_forces in raw:
+            fblock = raw[self._nc_forces].block()
             atom = atom_start[fblock.samples.column("system").to(torch.long)] + fblock.samples.column("atom").to(torch.long)
             out["forces"] = torch.zeros(len(batch.types), 3, dtype=fblock.values.dtype, device=self.device).index_copy(0, atom, fblock.values.reshape(-1, 3))
-        if _NC_STRESS in raw:
+        if self.non_conservative and _NC_STRESS in raw:
             sblock = raw[_NC_STRESS].block()
             idx = sblock.samples.column("system").to(torch.long)
             out["stress"] = torch.zeros(n_copies, 3, 3, dtype=sblock.values.dtype, device=self.device).index_copy(0, idx, sblock.values.reshape(-1, 3, 3))
+        for name in properties:
+            if name in self._declared:
+                if name not in raw:
+                    raise ValueError(f"the model declares the output {name!r} but did not return it")
+                out[name] = tensormap_to_dense(raw[name], name, n_copies, atom_start, len(batch.types))
         return out
 
 
@@ -191,7 +242,10 @@ class CallableAdapter(Adapter):
     "energies": [N]}``, evaluated in ``dtype`` (default float64) on ``device``.
     Forces and stress come from autograd when not returned. A module is moved
     to ``device`` and ``dtype`` in place. An ``atomic_types`` attribute on the
-    callable, if any, lists the elements it knows.
+    callable, if any, lists the elements it knows; an ``extra_outputs``
+    attribute ``{name: kind}`` (kind ``"scalar"``, ``"vector"`` or
+    ``"rank2"``) declares further returned outputs, each ``[N, (P,) *comp]``
+    per atom or ``[B, (P,) *comp]`` per structure.
     """
 
     def __init__(self, fn: Callable, device=None, dtype=None, non_conservative: bool = False):
@@ -203,13 +257,26 @@ class CallableAdapter(Adapter):
         self.non_conservative = bool(non_conservative)
         types = getattr(fn, "atomic_types", None)
         self.atomic_types = None if types is None else [int(t) for t in types]
+        extra = dict(getattr(fn, "extra_outputs", None) or {})
+        bad = {k: v for k, v in extra.items() if v not in KINDS}
+        if bad:
+            raise ValueError(f"extra_outputs kinds must be among {list(KINDS)}, got {bad}")
+        self._extra = extra
+
+    def declared_outputs(self) -> list[str]:
+        return list(self._extra)
+
+    def hook_root(self) -> torch.nn.Module:
+        if not isinstance(self.fn, torch.nn.Module):
+            return super().hook_root()
+        return self.fn
 
     def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, torch.Tensor]:
-        out = self.fn(batch.positions, batch.types, batch.cell, batch.pbc, batch.system_index)
+        out = raw_out = self.fn(batch.positions, batch.types, batch.cell, batch.pbc, batch.system_index)
         if not isinstance(out, dict) or "energy" not in out:
             keys = sorted(out) if isinstance(out, dict) else type(out).__name__
             raise ValueError(f"the model must return a dict with an 'energy' entry, got {keys}")
-        missing = [p for p in properties if p != "energy" and p not in out
+        missing = [p for p in properties if p != "energy" and p not in out and p not in self._extra
                    and (p == "energies" or self.non_conservative)]  # fmt: skip
         if missing:
             raise ValueError(
@@ -219,7 +286,27 @@ class CallableAdapter(Adapter):
             )
         if not self.non_conservative:
             out = {k: v for k, v in out.items() if k in ("energy", "energies", "forces", "stress")}
-        return dict(out)
+        out = dict(out)
+        for name in properties:
+            if name in self._extra:
+                out[name] = {name: self._extra_block(raw_out, name, batch)}
+        return out
+
+    def _extra_block(self, raw_out: dict, name: str, batch: Batch) -> Extra:
+        if name not in raw_out:
+            raise ValueError(f"the model declares the output {name!r} but did not return it")
+        kind = self._extra[name]
+        n_comp = KINDS.index(kind)
+        given = raw_out[name]
+        value = given.unsqueeze(1) if given.ndim == 1 + n_comp else given
+        n_atoms, n_copies = len(batch.types), len(batch.n_atoms)
+        if value.ndim != 2 + n_comp or value.shape[0] not in (n_atoms, n_copies):
+            raise ValueError(
+                f"the output {name!r} of kind {kind} has shape {tuple(given.shape)}; "
+                f"expected [{n_atoms} atoms or {n_copies} structures, (P,)"
+                + ", 3" * n_comp + "]"
+            )
+        return Extra(value, kind, per_atom=value.shape[0] == n_atoms)
 
 
 class AseAdapter(Adapter):
@@ -252,52 +339,3 @@ class AseAdapter(Adapter):
                 results["energies"].append(atoms.get_potential_energies())
         join = {"energy": np.array, "forces": np.concatenate, "stress": np.stack, "energies": np.concatenate}
         return {k: torch.as_tensor(join[k](v), dtype=torch.float64) for k, v in results.items()}
-
-
-def _load_path(path: Union[str, os.PathLike]):
-    from metatomic.torch import load_atomistic_model
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model file {path!r} does not exist")
-    try:
-        return load_atomistic_model(path)
-    except Exception as error:  # torch raises many kinds for a foreign file
-        raise ValueError(
-            f"{path!r} is not an exported metatomic model ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); export it with "
-            "metatomic.torch.AtomisticModel.save or `mtt export`"
-        ) from error
-
-
-def load(model, device=None, dtype: Optional[torch.dtype] = None, non_conservative: bool = False) -> Adapter:
-    """Wrap ``model`` in an adapter that evaluates batches of rotated copies.
-
-    ``model`` may be: a path to an exported metatomic model (``.pt``); a
-    metatomic ``AtomisticModel``; an ASE calculator (sequential fallback); a
-    torch module or callable with the batched signature of
-    :class:`CallableAdapter`; or an adapter (returned as is).
-    ``dtype`` applies to callables (default float64); metatomic models run in
-    their own dtype. ``non_conservative=True`` takes forces (and stress) from
-    the model's direct outputs instead of autograd.
-    """
-    if isinstance(model, Adapter):
-        return model
-    kwargs = dict(device=device, dtype=dtype, non_conservative=non_conservative)
-    if isinstance(model, (str, os.PathLike)):
-        return MetatomicAdapter(_load_path(model), **kwargs)
-    from metatomic.torch import is_atomistic_model
-
-    if isinstance(model, torch.nn.Module) and is_atomistic_model(model):
-        return MetatomicAdapter(model, **kwargs)
-    if isinstance(model, BaseCalculator):
-        if non_conservative:
-            raise ValueError("non_conservative=True does not apply to an ASE calculator")
-        return AseAdapter(model, **kwargs)
-    if callable(model):
-        return CallableAdapter(model, **kwargs)
-    raise TypeError(
-        f"model must be a path to a metatomic model, an AtomisticModel, an ASE "
-        f"calculator or a torch callable, got {type(model).__name__}"
-    )
-

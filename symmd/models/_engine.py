@@ -19,14 +19,19 @@ copy index :math:`c = k S + s`:
 The responses come back in the rotated frame, stacked along axis 0, float64,
 on the model's device, ready for :mod:`symmd.metrics`:
 
-=========  =====================  ===========================
-property   one structure          a list of S structures
-=========  =====================  ===========================
-energy     ``[K]``                ``[K, S]``
-energies   ``[K, N]``             ``[K, N_total]``
-forces     ``[K, N, 3]``          ``[K, N_total, 3]``
-stress     ``[K, 3, 3]``          ``[K, S, 3, 3]``
-=========  =====================  ===========================
+=================  =====================  ===========================
+property           one structure          a list of S structures
+=================  =====================  ===========================
+energy             ``[K]``                ``[K, S]``
+energies           ``[K, N]``             ``[K, N_total]``
+forces             ``[K, N, 3]``          ``[K, N_total, 3]``
+stress             ``[K, 3, 3]``          ``[K, S, 3, 3]``
+extra, per atom    ``[K, N, P, *comp]``   ``[K, N_total, P, *comp]``
+extra, per system  ``[K, P, *comp]``      ``[K, S, P, *comp]``
+=================  =====================  ===========================
+
+Extra outputs are the ones the model declares (:mod:`symmd.models._outputs`);
+the returned :class:`~symmd.models.Responses` says each entry's kind.
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ from ase.calculators.calculator import PropertyNotImplementedError
 
 from ..o3 import Quadrature
 from ..o3._quadrature import check_orthogonal
+from ._outputs import Extra, Responses
 from ._structures import Structures, as_structures, neighbor_pairs
 
-__all__ = ["Batch", "evaluate_rotated", "PROPERTIES"]
+__all__ = ["Batch", "evaluate_rotated", "chunk_size", "PROPERTIES"]
 
 PROPERTIES = ("energy", "energies", "forces", "stress")
 CPU_ATOMS_PER_CALL = 1024
@@ -90,11 +96,26 @@ def _as_rotations(rotations) -> torch.Tensor:
     return rot
 
 
-def _check_properties(properties: Sequence[str], structures: Structures) -> tuple:
+def chunk_size(n_copies: int, max_atoms: int, device: torch.device, batch_size: Optional[int]) -> int:
+    """Rotated copies per model call: ``batch_size``; else all of them on an
+    accelerator, or about ``CPU_ATOMS_PER_CALL`` atoms' worth on the CPU."""
+    if batch_size is not None:
+        return batch_size
+    if device.type == "cpu":
+        return max(1, CPU_ATOMS_PER_CALL // max_atoms)
+    return n_copies
+
+
+def _check_properties(properties: Sequence[str], structures: Structures, declared: Sequence[str]) -> tuple:
+    if isinstance(properties, str):
+        raise TypeError(f"properties must be a sequence of names, got the string {properties!r}")
     properties = tuple(dict.fromkeys(properties))
-    unknown = [p for p in properties if p not in PROPERTIES]
+    unknown = [p for p in properties if p not in PROPERTIES and p not in declared]
     if unknown:
-        raise ValueError(f"unknown properties {unknown}; choose among {list(PROPERTIES)}")
+        raise ValueError(
+            f"the model has no output {unknown}; choose among {list(PROPERTIES)}"
+            + (f" and the outputs it declares, {list(declared)}" if declared else "")
+        )
     if "stress" in properties and not bool(structures.periodic.all()):
         bad = torch.nonzero(~structures.periodic).flatten().tolist()
         raise PropertyNotImplementedError(
@@ -120,20 +141,23 @@ def evaluate_rotated(
     atoms: one ``ase.Atoms`` or a list.
     rotations: a :class:`~symmd.o3.Quadrature` or ``[K, 3, 3]`` orthogonal
         matrices (positions map as ``r -> r @ R.T``).
-    properties: among ``energy``, ``energies``, ``forces``, ``stress``.
+    properties: among ``energy``, ``energies``, ``forces``, ``stress`` and
+        the extra outputs the model declares (``adapter.declared_outputs()``).
     batch_size: the most rotated copies per model call. ``None``: all copies
         at once on an accelerator; on CPU, chunks of about
         ``CPU_ATOMS_PER_CALL`` atoms, which measured faster on CPU than one
         huge batch (``benchmarks/bench_batched.py``) and bounds the memory.
 
-    Returns float64 responses in the rotated frame on the model's device (see
-    the module docstring for shapes).
+    Returns float64 responses in the rotated frame on the model's device, as
+    a :class:`~symmd.models.Responses` dict (see the module docstring for
+    shapes; a multi-block extra output gives one entry per block).
     """
-    from ._adapters import Adapter, load
+    from ._adapters import Adapter
+    from ._load import load
 
     adapter = model if isinstance(model, Adapter) else load(model)
     structures = atoms if isinstance(atoms, Structures) else as_structures(atoms)
-    properties = _check_properties(properties, structures)
+    properties = _check_properties(properties, structures, adapter.declared_outputs())
     adapter.check(structures, properties)
     rot = _as_rotations(rotations)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
@@ -147,19 +171,18 @@ def evaluate_rotated(
         for request in adapter.neighbor_requests()
     }
     n_copies = len(rot) * structures.n_systems
-    if batch_size is not None:
-        chunk = batch_size
-    elif device.type == "cpu":
-        chunk = max(1, CPU_ATOMS_PER_CALL // int(structures.n_atoms.max()))
-    else:
-        chunk = n_copies
-    results: dict[str, list] = {p: [] for p in properties}
+    chunk = chunk_size(n_copies, int(structures.n_atoms.max()), device, batch_size)
+    results: dict[str, list] = {}
+    kinds: dict[str, tuple[str, bool]] = {}
     for start in range(0, n_copies, chunk):
         copies = torch.arange(start, min(start + chunk, n_copies), device=device)
         out = _evaluate_chunk(adapter, structures, pairs, rot, copies, properties)
-        for key in properties:
-            results[key].append(out[key])
-    return _assemble(results, structures, len(rot))
+        for key, value in out.items():
+            if isinstance(value, Extra):
+                kinds[key] = (value.kind, value.per_atom)
+                value = value.values
+            results.setdefault(key, []).append(value)
+    return _assemble(results, kinds, structures, len(rot))
 
 
 def _evaluate_chunk(adapter, structures: Structures, pairs, rot, copies, properties):
@@ -227,10 +250,17 @@ def _evaluate_chunk(adapter, structures: Structures, pairs, rot, copies, propert
         if need_stress:
             volume = torch.linalg.det(structures.cell[structure_of_copy]).abs()
             out["stress"] = grads[-1].to(torch.float64) / volume[:, None, None]
-    return {key: out[key].detach().to(torch.float64) for key in properties}
+    result = {}
+    for key in properties:
+        if key in PROPERTIES:
+            result[key] = out[key].detach().to(torch.float64)
+            continue
+        for label, extra in out[key].items():
+            result[label] = Extra(extra.values.detach().to(torch.float64), extra.kind, extra.per_atom)
+    return result
 
 
-def _assemble(results, structures: Structures, n_rot: int) -> dict[str, torch.Tensor]:
+def _assemble(results, kinds, structures: Structures, n_rot: int) -> Responses:
     n_sys, n_tot = structures.n_systems, int(structures.n_atoms.sum())
     shapes = {
         "energy": (n_rot, n_sys),
@@ -238,11 +268,18 @@ def _assemble(results, structures: Structures, n_rot: int) -> dict[str, torch.Te
         "forces": (n_rot, n_tot, 3),
         "stress": (n_rot, n_sys, 3, 3),
     }
-    out = {}
+    base_kinds = {"energy": "scalar", "energies": "scalar", "forces": "vector", "stress": "rank2"}
+    out, out_kinds, out_per_atom = {}, {}, {}
     for key, chunks in results.items():
-        value = torch.cat(chunks).reshape(shapes[key])
-        if structures.single and key in ("energy", "stress"):
+        value = torch.cat(chunks)
+        if key in shapes:
+            value = value.reshape(shapes[key])
+            kind, per_atom = base_kinds[key], key in ("energies", "forces")
+        else:
+            kind, per_atom = kinds[key]
+            value = value.reshape(n_rot, n_tot if per_atom else n_sys, *value.shape[1:])
+        if structures.single and not per_atom:
             value = value[:, 0]
-        out[key] = value
-    return out
+        out[key], out_kinds[key], out_per_atom[key] = value, kind, per_atom
+    return Responses(out, out_kinds, out_per_atom)
 
