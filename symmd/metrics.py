@@ -136,16 +136,25 @@ def character_spectrum(
             f"the quadrature {q.name!r} has no improper elements, so it cannot "
             "separate the parities sigma = +1 and -1; build it with inversion=True"
         )
-    # Split the weights into the even and odd parts under inversion: the
-    # parity factor of an improper g is sigma (-1)^lam = +-1.
-    w_plus = w
-    w_minus = w * det
     spectrum = {}
+    for lam, sigma, wk, d in sectors(rot, w, max_lambda):
+        m = torch.einsum("k,kmn,k...->mn...", wk, d, u)
+        spectrum[(lam, sigma)] = (2 * lam + 1) * _reduce_components(
+            (m * m).sum(dim=(0, 1)), n_comp
+        )
+    return spectrum
+
+
+def sectors(rot: torch.Tensor, w: torch.Tensor, max_lambda: int):
+    r"""Yield ``(lam, sigma, w_k p_beta(g_k) [K], D^lam(R_k) [K, 2lam+1, 2lam+1])``
+    for every O(3) irrep with ``lam <= max_lambda``, so that
+    :math:`\sum_k w_k D^\beta(g_k) \otimes u_k` is one einsum per sector.
+
+    The parity factor of an improper :math:`g` is
+    :math:`p_\beta = \sigma (-1)^\lambda = \pm 1`: the weights split into
+    ``w`` and ``w det(g)``.
+    """
+    _, det = proper_part(rot)
     for lam, d in enumerate(wigner_d_series(max_lambda, rot)):
         for sigma in (1, -1):
-            wk = w_plus if sigma * (-1) ** lam == 1 else w_minus
-            m = torch.einsum("k,kmn,k...->mn...", wk, d, u)
-            spectrum[(lam, sigma)] = (2 * lam + 1) * _reduce_components(
-                (m * m).sum(dim=(0, 1)), n_comp
-            )
-    return spectrum
+            yield lam, sigma, (w if sigma * (-1) ** lam == 1 else w * det), d

@@ -1,0 +1,242 @@
+r"""The minimum-bias quadrature: each rule's twirl residual predicted from the
+spectrum above its degree, and the smallest rule under a tolerance.
+
+The back-transformed response :math:`z(g) = \rho(g)^{-1} u(g)` of a structure
+expands on O(3) as
+
+.. math:: z(g) = \sum_\beta \sum_{mn} c^\beta_{mn} D^\beta_{mn}(g), \qquad
+   c^\beta = d_\beta \int D^\beta(g)\, z(g)\, dg,
+
+and the twirl is :math:`\Pi = c^{(0,+1)}`. A rule :math:`Q = \{g_k, w_k\}`
+returns :math:`\sum_k w_k z(g_k) = \sum_\beta \langle S^\beta_Q, c^\beta\rangle`
+with :math:`S^\beta_Q = \sum_k w_k D^\beta(g_k)`, which vanishes for every
+:math:`\lambda_\beta \le L` when :math:`Q` has degree :math:`L`. Its residual
+
+.. math:: r_Q = \sum_{\beta \ne (0,+1)} \langle S^\beta_Q, c^\beta \rangle
+
+is therefore made only of the spectral content of :math:`z` above :math:`L`.
+Given a random global orientation at every call (``reorient=True``, the
+rule :math:`\{g_k R\}`), :math:`S^\beta_{QR} = S^\beta_Q D^\beta(R)`: the
+residual averages to zero over :math:`R`, and Schur orthogonality gives its
+mean square
+
+.. math:: \mathbb{E}_R \|r_{QR}\|^2 = \sum_{\beta \ne (0,+1)}
+   \|S^{\beta\,T}_Q c^\beta\|_F^2 / d_\beta
+
+(no cross terms between the two parities of one :math:`\lambda`, since a
+rule closed under inversion aliases only :math:`\sigma = (-1)^\lambda`).
+
+The coefficients are measured once on a Lebedev probe of degree :math:`P`;
+for a spectrum that decays with :math:`\lambda` they are reliable up to
+:math:`\lambda \approx P/2 + 1`, so the prediction is trusted for rules of
+degree :math:`L \le P/2` (whose residual is dominated by
+:math:`\lambda = L + 1, L + 2`). :func:`recommend_quadrature` raises the probe
+degree through :data:`PROBE_DEGREES` until a trusted rule meets the
+tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+
+from . import o3
+from .metrics import back_transform, sectors
+from .models import evaluate_rotated, load
+
+__all__ = [
+    "CANDIDATE_DEGREES",
+    "PROBE_DEGREES",
+    "Recommendation",
+    "aliasing",
+    "check_tolerance",
+    "predict_residuals",
+    "recommend_quadrature",
+]
+
+#: degrees whose rules differ (4 and 5 share the icosahedral group)
+CANDIDATE_DEGREES = (1, 2, 3, 5, 6, 7, 8, 9)
+#: probe degrees tried in turn; a probe of degree P trusts rules of degree <= P // 2
+PROBE_DEGREES = (7, 11, 15, 19)
+_KINDS = {"energy": "scalar", "forces": "vector", "stress": "rank2"}
+_N_COMP = {"scalar": 0, "vector": 1, "rank2": 2}
+
+
+def aliasing(q: o3.Quadrature, max_lambda: int) -> dict[tuple[int, int], torch.Tensor]:
+    """:math:`S^\\beta_Q = \\sum_k w_k D^\\beta(g_k)` for ``lam <= max_lambda``:
+    ``{(lam, sigma): float64 [2lam+1, 2lam+1]}``; zero for the sectors the
+    rule integrates exactly, the identity for (0, +1)."""
+    return {(lam, sigma): torch.einsum("k,kmn->mn", wk, d)
+            for lam, sigma, wk, d in sectors(q.rotations, q.weights, max_lambda)}  # fmt: skip
+
+
+@functools.lru_cache(maxsize=None)
+def _candidate_aliasing(degree: int, max_lambda: int):
+    return aliasing(o3.quadrature(degree), max_lambda)
+
+
+def predict_residuals(
+    u: torch.Tensor,
+    probe: o3.Quadrature,
+    kind: str,
+    degrees: Sequence[int] = CANDIDATE_DEGREES,
+    *,
+    max_lambda: Optional[int] = None,
+    reorient: bool = False,
+) -> dict[int, torch.Tensor]:
+    """Predicted twirl residual of ``quadrature(L)`` for every ``L`` in ``degrees``.
+
+    ``u``: responses ``[K, ...]`` on the ``probe`` rule (rotated frame, as
+    from :func:`symmd.models.evaluate_rotated`), of the given ``kind``.
+    ``max_lambda``: the highest sector used (default ``probe.degree // 2 + 1``).
+    ``reorient=False`` predicts the residual of the rule as it is
+    (:math:`\\|r_Q\\|`); ``True`` its RMS over random global orientations
+    (exact for rules closed under inversion, as all of symmd's are).
+
+    Returns ``{L: float64 tensor}`` with the sample axes of ``u`` (the norm
+    taken over the component axes), in the units of ``u``.
+    """
+    if probe.degree is None:
+        raise ValueError("the probe rule must have a degree (random samples cannot resolve the spectrum)")
+    if max_lambda is None:
+        max_lambda = probe.degree // 2 + 1
+    z = back_transform(u, probe, kind)
+    w = probe.weights.to(z.device)
+    n_comp = _N_COMP[kind]
+    sample_shape = z.shape[1 : z.ndim - n_comp]
+    out = {}
+    for degree in degrees:
+        out[degree] = torch.zeros((*sample_shape, *z.shape[z.ndim - n_comp :]) if not reorient
+                                  else sample_shape, dtype=torch.float64, device=z.device)  # fmt: skip
+    for lam, sigma, wk, d in sectors(probe.rotations.to(z.device), w, max_lambda):
+        if (lam, sigma) == (0, 1):
+            continue
+        coeff = (2 * lam + 1) * torch.einsum("k,kmn,k...->mn...", wk, d, z)
+        for degree in degrees:
+            s = _candidate_aliasing(degree, max_lambda)[(lam, sigma)].to(z.device)
+            if reorient:
+                sc = torch.einsum("mp,mn...->pn...", s, coeff)
+                sq = (sc * sc).sum(dim=(0, 1)) / (2 * lam + 1)
+                out[degree] += sq.sum(dim=tuple(range(sq.ndim - n_comp, sq.ndim))) if n_comp else sq
+            else:
+                out[degree] += torch.einsum("mn,mn...->...", s, coeff)
+    for degree, value in out.items():
+        if reorient:
+            out[degree] = value.clamp_min(0).sqrt()
+        else:
+            sq = value * value
+            out[degree] = (sq.sum(dim=tuple(range(sq.ndim - n_comp, sq.ndim))) if n_comp else sq).sqrt()
+    return out
+
+
+@dataclasses.dataclass
+class Recommendation:
+    """Result of :func:`recommend_quadrature`.
+
+    ``degree`` and ``quadrature`` (``symmd.o3.quadrature(degree)``) are the
+    choice; ``predicted[prop][L]`` the predicted RMS residual of each trusted
+    candidate (eV, eV/A, eV/A^3), ``tolerance[prop]`` the targets,
+    ``probe_degree`` the last probe evaluated, ``probe_copies`` the rotated
+    copies evaluated for the decision, ``reached`` whether every tolerance is
+    met.
+    """
+
+    degree: int
+    quadrature: o3.Quadrature
+    predicted: dict
+    tolerance: dict
+    probe_degree: int
+    probe_copies: int
+    reached: bool
+
+    def __str__(self) -> str:
+        preds = "; ".join(
+            f"{prop}: " + ", ".join(f"L={deg} {val:.2e}" for deg, val in values.items())
+            for prop, values in self.predicted.items()
+        )
+        status = "meets" if self.reached else "does NOT meet"
+        return (f"degree {self.degree} ({self.quadrature.name}, {len(self.quadrature)} copies) "
+                f"{status} the tolerance {self.tolerance}; predicted residuals {preds} "
+                f"(probe degree {self.probe_degree}, {self.probe_copies} copies evaluated)")  # fmt: skip
+
+
+def check_tolerance(tolerance, properties: Optional[Sequence[str]] = None) -> dict[str, float]:
+    """``{property: tolerance}`` from a number (for ``properties``, default
+    forces) or a dict; ValueError for an unknown property or a value that is
+    not positive."""
+    if isinstance(tolerance, Mapping):
+        tol = dict(tolerance)
+    else:
+        tol = {prop: tolerance for prop in (properties or ("forces",))}
+    for prop, value in tol.items():
+        if prop not in _KINDS:
+            raise ValueError(f"tolerance is defined for {list(_KINDS)}, got {prop!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"the tolerance for {prop} must be a positive number, got {value!r}")
+    return {prop: float(value) for prop, value in tol.items()}
+
+
+def recommend_quadrature(
+    model,
+    atoms,
+    tolerance: Union[float, Mapping[str, float]] = 1e-3,
+    *,
+    properties: Optional[Sequence[str]] = None,
+    reorient: bool = False,
+    candidates: Sequence[int] = CANDIDATE_DEGREES,
+    probes: Sequence[int] = PROBE_DEGREES,
+    batch_size: Optional[int] = None,
+) -> Recommendation:
+    """The smallest quadrature whose predicted twirl residual meets ``tolerance``.
+
+    Parameters
+    ----------
+    model: anything :func:`symmd.models.load` accepts.
+    atoms: the ``ase.Atoms`` the rule is chosen for.
+    tolerance: the largest acceptable RMS residual of the averaged output
+        against the exact twirl: a number for ``properties`` (default
+        forces, eV/A, RMS over atoms), or ``{"forces": eV/A, "energy": eV,
+        "stress": eV/A^3}``.
+    reorient: predict for a rule given a random orientation at every call
+        (the calculator's ``reorient=True``).
+    candidates, probes: the degrees considered, and the probe degrees tried
+        in turn (a probe of degree P trusts candidates of degree <= P // 2).
+
+    Each probe is one batched evaluation of ``lebedev(P)`` (416, 1200, 2752,
+    5840 copies for P = 7, 11, 15, 19). If no candidate meets the tolerance
+    (e.g. below the model's float32 round-off), the best predicted one is
+    returned with ``reached=False`` and a warning.
+    """
+    tol = check_tolerance(tolerance, properties)
+    if any(not isinstance(p, int) or p < 2 for p in probes) or not probes:
+        raise ValueError(f"probes must be integer degrees >= 2, got {list(probes)!r}")
+    adapter = load(model)
+    candidates = sorted(set(int(c) for c in candidates))
+    predicted: dict[str, dict[int, float]] = {}
+    copies = 0
+    for degree in sorted(probes):
+        trusted = [c for c in candidates if c <= degree // 2]
+        if not trusted:
+            continue
+        probe = o3.lebedev(degree)
+        out = evaluate_rotated(adapter, atoms, probe, tuple(tol), batch_size)
+        copies += len(probe)
+        predicted = {}
+        for prop in tol:
+            residual = predict_residuals(out[prop], probe, _KINDS[prop], trusted, reorient=reorient)
+            predicted[prop] = {c: float(r.pow(2).mean().sqrt()) for c, r in residual.items()}
+        good = [c for c in trusted if all(predicted[p][c] <= tol[p] for p in tol)]
+        if good:
+            return Recommendation(good[0], o3.quadrature(good[0]), predicted, tol, degree, copies, True)
+        if trusted[-1] == candidates[-1]:
+            break
+    if not predicted:
+        raise ValueError(f"no probe in {list(probes)} can judge the candidates {candidates}: raise the probes")
+    best = min(predicted[next(iter(tol))], key=lambda c: max(predicted[p][c] / tol[p] for p in tol))
+    result = Recommendation(best, o3.quadrature(best), predicted, tol, degree, copies, False)
+    warnings.warn(f"no quadrature meets the tolerance: {result}", stacklevel=2)
+    return result
