@@ -1,23 +1,29 @@
 r"""Equivariance error and character spectrum of a model's outputs and layers.
 
-For every output :math:`u` (energy, forces, stress) of every structure,
-evaluated on the copies :math:`g_k x` of a quadrature exact to degree
-:math:`\ge 2\lambda_{max}`:
+For every output :math:`u` of every structure, evaluated on the copies
+:math:`g_k x` of a quadrature (default: exact to degree
+:math:`2\lambda_{max}`, so that a response band-limited to
+:math:`\lambda_{max}` has exact sector weights):
 
 - the equivariance error :math:`A` (:func:`symmd.metrics.equivariance_error`;
-  forces: RMS over the atoms of the structure);
+  RMS over the atoms and channels of the structure), in the units of the
+  output;
 - the normalized spectrum :math:`B_{(\lambda,\sigma)} / \sum_\beta B_\beta`
-  (:func:`symmd.metrics.character_spectrum`, summed over the atoms and
-  components of the structure). An exactly equivariant energy is all in
+  (:func:`symmd.metrics.character_spectrum`, summed over the atoms, channels
+  and components of the structure). An exactly equivariant energy is all in
   (0, +1), forces in (1, +1), stress in (0, +1) + (2, +1); weight elsewhere
-  is symmetry breaking. The sum runs over :math:`\lambda \le \lambda_{max}`;
-  content above it is reported as the ``rest`` fraction
-  :math:`1 - \sum_\beta B_\beta / \sum_k w_k \|u_k\|^2`.
+  is symmetry breaking. Content above :math:`\lambda_{max}` is reported as
+  ``rest`` :math:`= 1 - \sum_\beta B_\beta / \sum_k w_k \|u_k\|^2`
+  (Parseval: zero for a band-limited response);
+- for the physical outputs, the predicted twirl residual of the rules of
+  degree :math:`L \le` degree/2 (:func:`symmd.recommend.predict_residuals`).
 
-Internal features of an eager torch module are captured with forward hooks on
-the layers named in ``layers`` (outputs whose first axis is atoms, edges or
-structures of the batch, identical in order across rotated copies) and get
-the same spectrum.
+Outputs: energy, forces, stress (fully periodic structures), and every extra
+output the model declares (non-conservative forces and stress, features,
+last-layer features, ...; see :mod:`symmd.models._outputs`). Extra outputs
+without components are taken as invariant channels, so their error is their
+spread over orientations. Internal layers of an eager torch module come from
+forward hooks (:mod:`symmd._layers`), one structure at a time.
 """
 
 from __future__ import annotations
@@ -31,20 +37,30 @@ import numpy as np
 import torch
 
 from . import metrics, o3
-from .models import evaluate_rotated, load
+from ._layers import LayerCapture, drop_padding
+from ._plotting import spectrum_figure
+from .models import as_structures, evaluate_rotated, load, neighbor_pairs
+from .models._engine import chunk_size
+from .models._outputs import KINDS
+from .recommend import CANDIDATE_DEGREES, predict_residuals
 
 __all__ = ["diagnose", "Diagnosis"]
 
-_KIND = {"energy": "scalar", "forces": "vector", "stress": "rank2"}
+_PHYSICAL = ("energy", "forces", "stress", "non_conservative_force", "non_conservative_forces", "non_conservative_stress")
+_N_COMP = {"scalar": 0, "vector": 1, "rank2": 2, "spherical": 1}
+_BLOCK = 4_000_000  # float64 values per block when reducing wide layer outputs
 
 
 @dataclasses.dataclass
 class Diagnosis:
     """Result of :func:`diagnose`.
 
-    ``properties[name] = {"error": [A per structure], "spectrum":
-    {(lam, sigma): [fraction per structure]}, "rest": [fraction]}``;
-    errors in the units of the output (eV, eV/A, eV/A^3; arbitrary for layers).
+    ``properties[name]`` holds, per structure (arrays ``[S]``): ``"error"``
+    (:math:`A`, units of the output; NaN where symmd cannot back-transform,
+    i.e. spherical outputs), ``"spectrum"`` ``{(lam, sigma): fraction}``,
+    ``"rest"`` (fraction above ``max_lambda``), ``"kind"``, and for the
+    physical outputs ``"residual"`` ``{L: predicted twirl residual}``.
+    Layers are named ``layer:<module path>``.
     """
 
     quadrature: o3.Quadrature
@@ -52,96 +68,161 @@ class Diagnosis:
     properties: dict
 
     def to_dict(self) -> dict:
-        """JSON-ready form (``"lam,sigma"`` keys; see ``docs/API.md``)."""
+        """JSON-ready form: ``{"quadrature": {"name", "size", "degree"},
+        "max_lambda", "properties": {name: {"kind", "error": [per structure],
+        "spectrum": {"lam,sigma": [fraction per structure]}, "rest",
+        "residual": {"L": [...]}, "mean": {...}, "std": {...}}}}`` (``mean``
+        and ``std`` over structures of the error and of every sector)."""
         q = self.quadrature
+
+        def floats(x):
+            return [float(v) for v in np.asarray(x).reshape(-1)]
+
+        props = {}
+        for name, entry in self.properties.items():
+            spectrum = {f"{lam},{sigma}": floats(v) for (lam, sigma), v in entry["spectrum"].items()}
+            props[name] = {
+                "kind": entry["kind"],
+                "error": floats(entry["error"]),
+                "spectrum": spectrum,
+                "rest": floats(entry["rest"]),
+                "mean": {"error": float(np.mean(entry["error"])),
+                         **{k: float(np.mean(v)) for k, v in spectrum.items()}},  # fmt: skip
+                "std": {"error": float(np.std(entry["error"])),
+                        **{k: float(np.std(v)) for k, v in spectrum.items()}},  # fmt: skip
+            }
+            if "residual" in entry:
+                props[name]["residual"] = {str(k): floats(v) for k, v in entry["residual"].items()}
         return {
             "quadrature": {"name": q.name, "size": len(q), "degree": q.degree},
             "max_lambda": self.max_lambda,
-            "properties": {
-                name: {
-                    "error": [float(x) for x in entry["error"]],
-                    "spectrum": {f"{lam},{sigma}": [float(x) for x in v] for (lam, sigma), v in entry["spectrum"].items()},
-                    "rest": [float(x) for x in entry["rest"]],
-                }
-                for name, entry in self.properties.items()
-            },
+            "properties": props,
         }
 
     def to_json(self, path) -> None:
+        """Write :meth:`to_dict` to ``path``."""
         with open(path, "w") as handle:
             json.dump(self.to_dict(), handle, indent=1)
 
     def table(self) -> str:
-        """A plain-text summary: mean error and mean spectrum per property."""
-        lines = [f"quadrature {self.quadrature.name} ({len(self.quadrature)} elements, degree {self.quadrature.degree})"]
+        """Plain text: mean error and mean spectrum per property."""
+        q = self.quadrature
+        lines = [f"quadrature {q.name} ({len(q)} elements, degree {q.degree})"]
         sectors = [(lam, s) for lam in range(self.max_lambda + 1) for s in (1, -1)]
-        header = f"{'property':<22}{'A (mean)':>12}  " + " ".join(f"{lam}{'+' if s > 0 else '-'}".rjust(8) for lam, s in sectors)
-        lines.append(header)
+        lines.append(f"{'property':<34}{'A (mean)':>11} " + " ".join(f"{lam}{'+' if s > 0 else '-'}".rjust(8) for lam, s in sectors))
         for name, entry in self.properties.items():
-            fr = " ".join(f"{np.mean(entry['spectrum'][k]):8.2e}" for k in sectors)
-            lines.append(f"{name:<22}{np.mean(entry['error']):12.4e}  {fr}")
+            fractions = " ".join(f"{np.mean(entry['spectrum'][k]):8.1e}" for k in sectors)
+            shown = name if len(name) <= 33 else name[:30] + "..."
+            lines.append(f"{shown:<34}{np.mean(entry['error']):11.3e} {fractions}")
+        residuals = {n: e["residual"] for n, e in self.properties.items() if e.get("residual")}
+        if residuals:
+            lines.append("predicted twirl residual (mean over structures) of symmd.o3.quadrature(L):")
+            for name, res in residuals.items():
+                lines.append(f"  {name:<32}" + "  ".join(f"L={L}: {np.mean(v):.2e}" for L, v in res.items()))
         return "\n".join(lines)
 
-    def plot(self, path) -> None:
-        """Spectra per property: mean line, faint per-structure lines (sigma=+1
-        solid, sigma=-1 dashed), log scale, saved to ``path``."""
-        plt = _pyplot()
-        names = list(self.properties)
-        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0), squeeze=False)
-        lams = np.arange(self.max_lambda + 1)
-        for ax, name in zip(axes[0], names):
-            spec = self.properties[name]["spectrum"]
-            for sigma, style, color in ((1, "-", "C0"), (-1, "--", "C3")):
-                values = np.array([spec[(lam, sigma)] for lam in lams]).clip(1e-16)  # [lam, structures]
-                ax.plot(lams, values, style, color=color, alpha=0.15, lw=0.8)
-                ax.plot(lams, values.mean(axis=1), style, color=color, lw=2, label=f"sigma={sigma:+d}")
-            ax.set_yscale("log")
-            ax.set_title(name)
-            ax.set_xlabel("lambda")
-            ax.set_xticks(lams)
-        axes[0][0].set_ylabel("B / sum B")
-        axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+    def plot(self, path, title: str = "") -> None:
+        """Spectra per property in the style of the paper's Fig. 2: mean line,
+        faint per-structure lines, sigma = +1 solid, -1 dashed, log scale."""
+        spectra = {name: entry["spectrum"] for name, entry in self.properties.items()}
+        spectrum_figure(spectra, self.max_lambda, path, title or f"{self.quadrature.name}, {len(self.quadrature)} rotations")
 
 
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as error:  # pragma: no cover - depends on the install
-        raise ImportError("plotting needs matplotlib: pip install 'symmd[plot]'") from error
-    return plt
+def _column_blocks(u: torch.Tensor):
+    """``u [K, F]`` split into float64 column blocks of bounded size."""
+    width = max(1, _BLOCK // max(1, u.shape[0]))
+    for start in range(0, u.shape[1], width):
+        yield u[:, start : start + width].to(torch.float64)
 
 
-def _per_structure(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
-    return torch.zeros(n, dtype=x.dtype, device=x.device).index_add(0, index, x)
+def _summarize(u, q, kind, max_lambda, rows, n_structures, residual_degrees=()):
+    """Error, spectrum and rest per structure of ``u [K, R, ...]``, whose row
+    ``r`` belongs to structure ``rows[r]``."""
+    n_comp = _N_COMP[kind]
+    n_rows = u.shape[1]
+    flat = u.reshape(u.shape[0], n_rows, -1)
 
+    def per_structure(x):  # [R] -> [S]
+        return torch.zeros(n_structures, dtype=torch.float64).index_add(0, rows, x.to(torch.float64).cpu())
 
-def _summarize(u, q, kind, max_lambda, index, n):
-    """Error and spectrum fractions per structure for stacked responses."""
-    err = metrics.equivariance_error(u, q, kind)
-    spec = metrics.character_spectrum(u, q, max_lambda, kind=kind)
-    n_comp = {"scalar": 0, "vector": 1, "rank2": 2}[kind]
-    norm2 = (u.to(torch.float64) ** 2)
-    if n_comp:
-        norm2 = norm2.sum(dim=tuple(range(norm2.ndim - n_comp, norm2.ndim)))
-    norm2 = torch.tensordot(q.weights.to(norm2.device), norm2, dims=1)
-    if index is not None:  # per-atom samples -> per structure
-        err = _per_structure(err**2, index, n) / _per_structure(torch.ones_like(err), index, n)
-        err = err.sqrt()
-        spec = {k: _per_structure(v, index, n) for k, v in spec.items()}
-        norm2 = _per_structure(norm2, index, n)
+    spec = {(lam, s): torch.zeros(n_rows, dtype=torch.float64) for lam in range(max_lambda + 1) for s in (1, -1)}
+    norm2 = torch.zeros(n_rows, dtype=torch.float64)
+    w = q.weights.to(u.device)
+    step = max(1, _BLOCK // (flat.shape[0] * max(1, flat.shape[2])))
+    for start in range(0, n_rows, step):  # bounded memory for wide outputs
+        block = flat[:, start : start + step].to(torch.float64)
+        for key, value in metrics.character_spectrum(block, q, max_lambda).items():
+            spec[key][start : start + step] += value.sum(-1).cpu()
+        norm2[start : start + step] += torch.tensordot(w, (block * block).sum(-1), dims=1).cpu()
+    counts = per_structure(torch.ones(n_rows))
+    if kind in KINDS:
+        err = metrics.equivariance_error(u, q, kind).reshape(n_rows, -1)
+        error = (per_structure(err.pow(2).mean(1)) / counts).sqrt()
+    else:
+        error = torch.full((n_structures,), float("nan"), dtype=torch.float64)
+    spec = {key: per_structure(value) for key, value in spec.items()}
     total = sum(spec.values())
+    norm2 = per_structure(norm2)
     scale = torch.where(total > 0, total, torch.ones_like(total))
-    return {
-        "error": err.cpu().numpy().reshape(-1),
-        "spectrum": {k: (v / scale).cpu().numpy().reshape(-1) for k, v in spec.items()},
-        "rest": (1 - total / torch.where(norm2 > 0, norm2, torch.ones_like(norm2))).cpu().numpy().reshape(-1),
+    entry = {
+        "kind": kind,
+        "error": error.numpy(),
+        "spectrum": {key: (value / scale).numpy() for key, value in spec.items()},
+        "rest": (1 - total / torch.where(norm2 > 0, norm2, torch.ones_like(norm2))).numpy(),
     }
+    if residual_degrees:
+        predicted = predict_residuals(u, q, kind, residual_degrees)
+        entry["residual"] = {L: (per_structure(r.reshape(n_rows, -1).pow(2).mean(1)) / counts).sqrt().numpy()
+                             for L, r in predicted.items()}  # fmt: skip
+    return entry
+
+
+def _layer_summary(feats: torch.Tensor, q, max_lambda):
+    """Spectrum and invariance spread of one layer's ``[K, F]`` features."""
+    w = q.weights
+    spec = {(lam, s): 0.0 for lam in range(max_lambda + 1) for s in (1, -1)}
+    norm2 = spread2 = 0.0
+    for block in _column_blocks(feats):
+        for key, value in metrics.character_spectrum(block, q, max_lambda).items():
+            spec[key] += float(value.sum())
+        norm2 += float(torch.tensordot(w, (block * block).sum(1), dims=1))
+        spread2 += float(metrics.equivariance_error(block, q, "scalar").pow(2).sum())
+    total = sum(spec.values()) or 1.0
+    return {
+        "kind": "layer",
+        "error": np.array([np.sqrt(spread2 / max(1, feats.shape[1]))]),
+        "spectrum": {key: np.array([value / total]) for key, value in spec.items()},
+        "rest": np.array([1 - total / (norm2 or 1.0)]),
+    }
+
+
+def _full_list_counts(adapter, atoms) -> list[torch.Tensor]:
+    """Per-atom neighbour counts of each full neighbour list the model asks for."""
+    structures = as_structures(atoms)
+    counts = []
+    for cutoff, full in adapter.neighbor_requests():
+        if full:
+            pairs = neighbor_pairs(structures, cutoff, True)
+            counts.append(torch.bincount(pairs.first, minlength=len(atoms)))
+    return counts
+
+
+def _rows(out, name, n_atoms):
+    """Row -> structure map of one response (atoms or structures)."""
+    n = len(n_atoms)
+    return torch.repeat_interleave(torch.arange(n), n_atoms) if out.per_atom[name] else torch.arange(n)
+
+
+def _merge(entries: list[dict]) -> dict:
+    """Concatenate per-structure entries (one per evaluated structure)."""
+    first = entries[0]
+    merged = {"kind": first["kind"]}
+    for key in ("error", "rest"):
+        merged[key] = np.concatenate([e[key] for e in entries])
+    merged["spectrum"] = {b: np.concatenate([e["spectrum"][b] for e in entries]) for b in first["spectrum"]}
+    if "residual" in first:
+        merged["residual"] = {L: np.concatenate([e["residual"][L] for e in entries]) for L in first["residual"]}
+    return merged
 
 
 def diagnose(
@@ -160,73 +241,51 @@ def diagnose(
     ----------
     model: anything :func:`symmd.models.load` accepts.
     structures: one ``ase.Atoms`` or a list.
-    quadrature: a Quadrature, a degree, or None for ``quadrature(2 * max_lambda)``.
+    quadrature: a Quadrature with inversion, a degree, or None for
+        ``quadrature(2 * max_lambda)``.
     max_lambda: the highest order of the spectrum.
-    properties: default ``energy``, ``forces`` and (all structures fully
-        periodic) ``stress``.
-    layers: names of submodules of an eager torch module (``model`` or the
-        callable inside its adapter) whose outputs get a spectrum too; one
-        structure at a time.
+    properties: default ``energy``, ``forces``, ``stress`` (all structures
+        fully periodic) and every extra output the model declares.
+    layers: names of submodules of an eager torch module (a torch callable, a
+        metatrain checkpoint ``.ckpt``; :meth:`Adapter.hook_root`) whose
+        outputs get a spectrum too, as ``layer:<name>``.
+    batch_size: the most rotated copies per model call.
     """
     adapter = load(model)
     frames = [structures] if isinstance(structures, ase.Atoms) else list(structures)
     if not frames:
         raise ValueError("no structures given: pass an ase.Atoms or a non-empty list")
+    if isinstance(max_lambda, bool) or not isinstance(max_lambda, int) or max_lambda < 0:
+        raise ValueError(f"max_lambda must be a non-negative int, got {max_lambda!r}")
     if quadrature is None:
         quadrature = 2 * max_lambda
     q = quadrature if isinstance(quadrature, o3.Quadrature) else o3.quadrature(int(quadrature))
     if properties is None:
-        properties = ["energy", "forces"] + (["stress"] if all(f.pbc.all() for f in frames) else [])
-    unknown = [p for p in properties if p not in _KIND]
-    if unknown:
-        raise ValueError(f"unknown properties {unknown}; choose among {list(_KIND)}")
-    captured: dict[str, list] = {}
-    handles = _hooks(adapter, layers, captured, len(frames))
-    try:
-        out = evaluate_rotated(adapter, frames, q, properties, batch_size)
-    finally:
-        for handle in handles:
-            handle.remove()
-    n = len(frames)
-    index = torch.repeat_interleave(torch.arange(n), torch.tensor([len(f) for f in frames])).to(out["energy"].device)
-    result = {}
-    for name in properties:
-        u = out[name]
-        per_atom = name == "forces"
-        result[name] = _summarize(u, q, _KIND[name], max_lambda, index if per_atom else None, n)
-    for name, chunks in captured.items():
-        # rows are grouped by copy (atoms, edges or structures of one copy are
-        # contiguous), so each copy is one slice; all channels are components
-        feats = torch.cat(chunks).detach().to(torch.float64).reshape(len(q), -1)
-        spec = {k: float(v.sum()) for k, v in metrics.character_spectrum(feats, q, max_lambda).items()}
-        total = sum(spec.values()) or 1.0
-        norm2 = float(torch.tensordot(q.weights, (feats**2).sum(1), dims=1)) or 1.0
-        spread = metrics.equivariance_error(feats, q, "scalar")  # invariance spread per channel
-        result[f"layer:{name}"] = {
-            "error": np.array([float(spread.pow(2).mean().sqrt())]),
-            "spectrum": {k: np.array([v / total]) for k, v in spec.items()},
-            "rest": np.array([1 - total / norm2]),
-        }
-    return Diagnosis(q, max_lambda, result)
+        periodic = all(f.pbc.all() for f in frames)
+        properties = ["energy", "forces"] + (["stress"] if periodic else [])
+        properties += [p for p in adapter.declared_outputs() if periodic or "stress" not in p]
+    residual_degrees = tuple(L for L in CANDIDATE_DEGREES if q.degree is not None and L <= q.degree // 2)
 
-
-def _hooks(adapter, layers, captured, n_structures):
-    if not layers:
-        return []
-    module = getattr(adapter, "fn", None)
-    if not isinstance(module, torch.nn.Module):
-        raise TypeError("layers=... needs an eager torch.nn.Module model (forward hooks)")
-    if n_structures != 1:
-        raise ValueError("layer spectra are taken one structure at a time; pass a single structure")
-    named = dict(module.named_modules())
-    handles = []
-    for name in layers:
-        if name not in named:
-            raise ValueError(f"the model has no layer {name!r}; its layers are {sorted(k for k in named if k)}")
-
-        def hook(mod, args, output, name=name):
-            value = output[0] if isinstance(output, (tuple, list)) else output
-            captured.setdefault(name, []).append(value)
-
-        handles.append(named[name].register_forward_hook(hook))
-    return handles
+    groups = [frames] if not layers else [[frame] for frame in frames]
+    capture = LayerCapture(adapter.hook_root(), layers) if layers else None
+    entries: dict[str, list] = {}
+    for group in groups:
+        if capture is None:
+            out = evaluate_rotated(adapter, group, q, properties, batch_size)
+        else:
+            with capture:
+                out = evaluate_rotated(adapter, group, q, properties, batch_size)
+        n_atoms = torch.tensor([len(f) for f in group])
+        for name, u in out.items():
+            u = u.unsqueeze(1) if (len(group) == 1 and not out.per_atom[name]) else u
+            deg = residual_degrees if name in _PHYSICAL else ()
+            entry = _summarize(u, q, out.kinds[name], max_lambda, _rows(out, name, n_atoms), len(group), deg)
+            entries.setdefault(name, []).append(entry)
+        if capture is not None:
+            step = chunk_size(len(q), len(group[0]), adapter.device, batch_size)
+            sizes = [min(step, len(q) - start) for start in range(0, len(q), step)]
+            counts = _full_list_counts(adapter, group[0])
+            for label, (feats, shape) in capture.stacked(sizes).items():
+                feats = drop_padding(feats, shape, counts)
+                entries.setdefault(f"layer:{label}", []).append(_layer_summary(feats, q, max_lambda))
+    return Diagnosis(q, max_lambda, {name: _merge(parts) for name, parts in entries.items()})

@@ -1,0 +1,136 @@
+"""Figures: character spectra (per property) and spectra along training.
+
+matplotlib is optional (``pip install 'symmd[plot]'``) and imported lazily,
+with the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["pyplot", "spectrum_figure", "training_figure"]
+
+_FLOOR = 1e-16  # log-scale floor for exactly-zero sectors
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, or ImportError with the fix."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError("plotting needs matplotlib: pip install 'symmd[plot]'") from error
+    return plt
+
+
+def _label(name: str, width: int = 34) -> str:
+    """A short panel title: metatrain's ``backend.`` and ``mtt::aux::`` dropped."""
+    name = name.replace("layer:backend.", "layer ").replace("layer:", "layer ").replace("mtt::aux::", "")
+    return name if len(name) <= width else name[: width - 3] + "..."
+
+
+def _grid(n: int, max_columns: int = 4):
+    columns = min(n, max_columns)
+    return math.ceil(n / columns), columns
+
+
+def spectrum_figure(spectra: dict, max_lambda: int, path, title: str = "") -> None:
+    """One panel per property: the normalized spectrum against lambda, the
+    mean over structures as a thick line and every structure as a faint one;
+    sigma = +1 solid blue, sigma = -1 dashed red; log scale.
+
+    ``spectra[name] = {(lam, sigma): array [S]}``.
+    """
+    plt = pyplot()
+    names = list(spectra)
+    rows, columns = _grid(len(names))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.9 * rows), squeeze=False)
+    lams = np.arange(max_lambda + 1)
+    for ax, name in zip(axes.flat, names):
+        spec = spectra[name]
+        for sigma, style, color in ((1, "-", "C0"), (-1, "--", "C3")):
+            values = np.array([spec[(lam, sigma)] for lam in lams]).clip(_FLOOR)  # [lam, S]
+            if values.shape[1] > 1:
+                ax.plot(lams, values, style, color=color, alpha=0.15, lw=0.8)
+            ax.plot(lams, values.mean(axis=1), style, color=color, lw=2, marker="o", ms=3,
+                    label="polar (σ=+1)" if sigma > 0 else "axial (σ=-1)")  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=max(_FLOOR, ax.get_ylim()[0]), top=1.5)
+        ax.set_title(_label(name), fontsize=9)
+        ax.set_xlabel("λ")
+        ax.set_xticks(lams)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("B_λσ / Σ B")
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def training_figure(runs: dict, names: Sequence[str], max_lambda: int, path, title: str = "") -> None:
+    """Heatmaps of the spectrum along training: one row per run, one column
+    per property or layer; x the epoch, y lambda (both parities, sigma = -1
+    rows marked with a prime), colour the mean fraction on a log scale. With
+    exactly two runs over the same epochs, a last row shows
+    log10(second / first) per sector and epoch (red: more weight in the
+    second run).
+
+    ``runs[label] = (epochs [E], {name: {(lam, sigma): array [E]}})``.
+    """
+    plt = pyplot()
+    from matplotlib.colors import LogNorm
+
+    labels = list(runs)
+    compare = len(labels) == 2 and list(runs[labels[0]][0]) == list(runs[labels[1]][0])
+    rows, columns = len(runs) + compare, len(names)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.5 * columns + 1.2, 2.5 * rows + 0.4),
+                             squeeze=False, sharey=True)  # fmt: skip
+    sectors = [(lam, sigma) for lam in range(max_lambda + 1) for sigma in (1, -1)]
+    ylabels = [f"{lam}" + ("" if sigma > 0 else "'") for lam, sigma in sectors]
+
+    def grid(label, name):
+        return np.array([runs[label][1][name][b] for b in sectors]).clip(_FLOOR)  # [sectors, E]
+
+    def draw(ax, values, epochs, **style):
+        image = ax.imshow(values, aspect="auto", origin="lower", interpolation="nearest",
+                          extent=(-0.5, len(epochs) - 0.5, -0.5, len(sectors) - 0.5), **style)  # fmt: skip
+        ax.set_xticks(range(len(epochs)))
+        ax.set_xticklabels([str(e) for e in epochs], fontsize=6, rotation=90)
+        return image
+
+    image = ratio_image = None
+    for c, name in enumerate(names):
+        for r, label in enumerate(labels):
+            ax, (epochs, spectra) = axes[r][c], runs[label]
+            if name not in spectra:
+                ax.axis("off")
+                continue
+            image = draw(ax, grid(label, name), epochs, norm=LogNorm(vmin=1e-8, vmax=1.0), cmap="magma")
+        if compare and all(name in runs[k][1] for k in labels):
+            ratio = np.log10(grid(labels[1], name) / grid(labels[0], name))
+            ratio_image = draw(axes[-1][c], ratio, runs[labels[0]][0], vmin=-1.5, vmax=1.5, cmap="RdBu_r")
+        elif compare:
+            axes[-1][c].axis("off")
+        axes[0][c].set_title(_label(name, 28), fontsize=8)
+        axes[-1][c].set_xlabel("epoch", fontsize=8)
+    row_labels = labels + ([f"log10 {labels[1]}/{labels[0]}"] if compare else [])
+    for r, label in enumerate(row_labels):
+        axes[r][0].set_ylabel(f"{label}\nλ (' = axial)", fontsize=8)
+        axes[r][0].set_yticks(range(len(sectors)))
+        axes[r][0].set_yticklabels(ylabels, fontsize=6)
+    if image is not None:
+        fig.colorbar(image, ax=axes[: len(labels)].ravel().tolist(), shrink=0.8, label="B_λσ / Σ B")
+    if ratio_image is not None:
+        fig.colorbar(ratio_image, ax=axes[-1].ravel().tolist(), shrink=0.8, label="log10 ratio")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
