@@ -14,6 +14,10 @@ gradient of the averaged energy (the average is linear), and the spread of the
 back-rotated outputs gives the equivariance errors :math:`A` at no extra cost.
 ``"project"`` applies :mod:`symmd.projection` to the raw outputs.
 ``"adaptive"`` is raw until the monitor flags a step, then averaged.
+``quadrature="auto"`` picks, at the first averaged call, the smallest rule
+whose twirl residual, predicted from the spectrum of the model's responses
+above the rule's degree, is within ``tolerance``
+(:func:`symmd.recommend.recommend_quadrature`).
 
 Units and signs follow ASE: eV, eV/A, eV/A^3 (stress in Voigt order
 ``xx, yy, zz, yz, xz, xy``, positive when the system pulls inwards).
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+import logging
+
 import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
@@ -31,8 +37,11 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from . import metrics, o3
 from .models import evaluate_rotated, load
 from .projection import project_forces, symmetrize_stress
+from .recommend import check_tolerance, recommend_quadrature
 
 __all__ = ["SymmetryCalculator", "MODES"]
+
+_LOG = logging.getLogger("symmd")
 
 MODES = ("none", "project", "average", "adaptive")
 _KINDS = {"energy": "scalar", "energies": "scalar", "forces": "vector", "stress": "rank2"}
@@ -46,8 +55,14 @@ class SymmetryCalculator(Calculator):
     model: anything :func:`symmd.models.load` accepts (a metatomic ``.pt``
         path or model, an ASE calculator, a torch callable).
     symmetrize: ``"none"``, ``"project"``, ``"average"`` or ``"adaptive"``.
-    quadrature: a :class:`symmd.o3.Quadrature` or an int degree
-        (:func:`symmd.o3.quadrature`), used by ``"average"``/``"adaptive"``.
+    quadrature: a :class:`symmd.o3.Quadrature`, an int degree
+        (:func:`symmd.o3.quadrature`), or ``"auto"``: the smallest rule whose
+        predicted twirl residual meets ``tolerance``, chosen on the structure
+        of the first averaged call (the choice and its predictions are kept
+        in ``calc.recommendation``). Used by ``"average"``/``"adaptive"``.
+    tolerance: for ``quadrature="auto"``: the largest RMS force residual
+        against the exact twirl, eV/A (default 1e-3), or a dict over
+        ``"forces"`` (eV/A), ``"energy"`` (eV), ``"stress"`` (eV/A^3).
     reorient: draw a new random global orientation of the quadrature at every
         call (seeded by ``seed``), turning its residual bias into noise.
     monitor: a :class:`symmd.Monitor`, driven by this calculator.
@@ -71,7 +86,8 @@ class SymmetryCalculator(Calculator):
         model,
         *,
         symmetrize: str = "none",
-        quadrature: Union[o3.Quadrature, int] = 3,
+        quadrature: Union[o3.Quadrature, int, str] = 3,
+        tolerance: Union[float, dict] = 1e-3,
         reorient: bool = False,
         monitor=None,
         batch_size: Optional[int] = None,
@@ -85,13 +101,18 @@ class SymmetryCalculator(Calculator):
         super().__init__(**kwargs)
         if symmetrize not in MODES:
             raise ValueError(f"symmetrize must be one of {list(MODES)}, got {symmetrize!r}")
+        self.recommendation = None
+        self.tolerance = tolerance
         if isinstance(quadrature, o3.Quadrature):
             self.quadrature = quadrature
         elif isinstance(quadrature, (int, np.integer)) and not isinstance(quadrature, bool):
             self.quadrature = o3.quadrature(int(quadrature))
+        elif quadrature == "auto":
+            self.quadrature = None  # chosen at the first averaged call
+            check_tolerance(tolerance)
         else:
             raise TypeError(
-                f"quadrature must be a symmd.o3.Quadrature or an int degree, got {quadrature!r}"
+                f"quadrature must be a symmd.o3.Quadrature, an int degree or 'auto', got {quadrature!r}"
             )
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
@@ -133,7 +154,20 @@ class SymmetryCalculator(Calculator):
         out = self.evaluate(atoms, torch.eye(3, dtype=torch.float64), props)
         return {key: value[0].cpu().numpy() for key, value in out.items()}
 
+    def choose_quadrature(self, atoms) -> o3.Quadrature:
+        """Run :func:`~symmd.recommend.recommend_quadrature` on ``atoms`` and
+        use its rule from now on (what ``quadrature="auto"`` does once)."""
+        tolerance = self.tolerance
+        if isinstance(tolerance, dict) and not atoms.pbc.all():  # no stress to judge
+            tolerance = {k: v for k, v in tolerance.items() if k != "stress"}
+        rec = recommend_quadrature(self.model, atoms, tolerance, reorient=self.reorient, batch_size=self.batch_size)
+        self.recommendation, self.quadrature = rec, rec.quadrature
+        _LOG.info("symmd: quadrature='auto' chose %s", rec)
+        return rec.quadrature
+
     def _average(self, atoms, props) -> dict[str, np.ndarray]:
+        if self.quadrature is None:
+            self.choose_quadrature(atoms)
         q = self.quadrature
         if self.reorient:
             from scipy.spatial.transform import Rotation

@@ -156,8 +156,10 @@ def test_diagnostics_are_mirrored_into_atoms():
 def test_calculator_errors():
     with pytest.raises(ValueError, match=re.escape("symmetrize must be one of ['none', 'project', 'average', 'adaptive'], got 'full'")):
         SymmetryCalculator(EMT(), symmetrize="full")
-    with pytest.raises(TypeError, match=re.escape("quadrature must be a symmd.o3.Quadrature or an int degree, got 'high'")):
+    with pytest.raises(TypeError, match=re.escape("quadrature must be a symmd.o3.Quadrature, an int degree or 'auto', got 'high'")):
         SymmetryCalculator(EMT(), quadrature="high")
+    with pytest.raises(ValueError, match=re.escape("the tolerance for forces must be a positive number, got 0")):
+        SymmetryCalculator(EMT(), quadrature="auto", tolerance=0)
     with pytest.raises(ValueError, match=re.escape("degree=200 is not supported")):
         SymmetryCalculator(EMT(), quadrature=200)
     atoms = cu_cluster(5)
@@ -187,3 +189,26 @@ def test_non_conservative_forces_are_back_rotated_and_averaged():
     assert np.allclose(avg["equivariance_error_forces"], np.linalg.norm([0.2, -0.1, 0.05]), atol=1e-12)
     raw = compute(SymmetryCalculator(direct_forces, non_conservative=True), atoms)
     assert np.allclose(raw["forces"], -atoms.positions + [0.2, -0.1, 0.05], atol=1e-12)
+
+
+def test_auto_quadrature_is_chosen_once_from_the_predicted_residual():
+    """uniaxial-like toy: the point groups alias its lambda = 4 content; a
+    loose tolerance takes a small rule, a strict one the icosahedral group."""
+    from symmd.recommend import recommend_quadrature
+
+    atoms = cual_cell((1, 1, 2), seed=5)
+    model = toy_metatomic_model(uniaxial=0.2)
+    strict = SymmetryCalculator(model, symmetrize="average", quadrature="auto", tolerance=1e-9)
+    first = compute(strict, atoms)
+    assert strict.recommendation.reached and strict.recommendation.degree == 5
+    assert strict.quadrature.name == "I+inversion"
+    again = compute(strict, cual_cell((1, 1, 2), seed=6))  # decided once: no new probe
+    assert strict.recommendation.degree == 5 and again["forces"].shape == (8, 3)
+    # the averaged forces are those of the chosen rule
+    ref = compute(SymmetryCalculator(model, symmetrize="average", quadrature=5), atoms)
+    assert np.allclose(first["forces"], ref["forces"], atol=1e-12)
+    loose = SymmetryCalculator(model, symmetrize="average", quadrature="auto", tolerance={"forces": 1.0, "stress": 1.0})
+    compute(loose, atoms)
+    assert loose.recommendation.degree == 1 and set(loose.recommendation.tolerance) == {"forces", "stress"}
+    expected = recommend_quadrature(model, atoms, 1e-9)
+    assert expected.degree == strict.recommendation.degree
