@@ -1,4 +1,4 @@
-"""The ``symmd`` command: ``md``, ``diagnose`` and ``plot``.
+"""The ``symmd`` command: ``md``, ``diagnose``, ``training`` and ``plot``.
 
 Errors in the arguments or the inputs end with one line on stderr and exit
 status 2; a run stopped by the monitor exits with status 3 and its reason.
@@ -59,7 +59,7 @@ def _md(args) -> int:
         monitor = Monitor(every=args.monitor_every, action=args.action, log=args.log, seed=args.seed,
                           ensemble=args.ensemble, timestep=args.timestep)  # fmt: skip
     calc = SymmetryCalculator(_model(args.model), symmetrize=args.symmetrize, quadrature=args.degree,
-                              monitor=monitor, device=args.device, seed=args.seed)  # fmt: skip
+                              tolerance=args.tolerance, monitor=monitor, device=args.device, seed=args.seed)  # fmt: skip
     atoms.calc = calc
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -100,6 +100,8 @@ def _md(args) -> int:
         print(f"symmd md: stopped: {error}{where}", file=sys.stderr)
         return 3
     bar.close()
+    if calc.recommendation is not None:
+        print(f"symmd md: --degree auto chose {calc.recommendation}")
     print(f"symmd md: {args.steps} steps done, mode {calc.mode}, "
           f"{len(monitor.events) if monitor else 0} flags" + (f"; log: {args.log}" if args.log and monitor else ""))  # fmt: skip
     return 0
@@ -112,8 +114,8 @@ def _diagnose(args) -> int:
     for path in args.structures or [None]:
         read = _read(path, index=":") if path else [default_structure()]
         frames.extend(read)
-    result = diagnose(_model(args.model), frames, max_lambda=args.max_lambda,
-                      quadrature=args.degree, batch_size=args.batch_size)  # fmt: skip
+    result = diagnose(_model(args.model), frames, max_lambda=args.max_lambda, quadrature=args.degree,
+                      properties=args.properties, layers=args.layers, batch_size=args.batch_size)  # fmt: skip
     print(result.table())
     if args.json:
         result.to_json(args.json)
@@ -124,10 +126,44 @@ def _diagnose(args) -> int:
     return 0
 
 
+def _training(args) -> int:
+    from .training import diagnose_training, plot_training, save_json
+
+    import ase.io
+
+    frames = ase.io.read(args.structures, index=args.index)
+    frames = frames if isinstance(frames, list) else [frames]
+    runs = {}
+    for spec in args.runs:
+        label, _, folder = spec.rpartition("=")
+        label = label or folder.rstrip("/").split("/")[-1]
+        runs[label] = diagnose_training(folder, frames, max_lambda=args.max_lambda, quadrature=args.degree,
+                                        properties=args.properties, layers=args.layers,
+                                        batch_size=args.batch_size)  # fmt: skip
+        print(f"== {label}: {len(runs[label].epochs)} checkpoints, {len(frames)} structures")
+        print(runs[label].table())
+    if args.json:
+        save_json(runs, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot_training(runs, args.plot, names=args.names)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _degree(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer degree or 'auto', got {text!r}") from None
+
+
 def plot_log(log: str, figure: str) -> None:
     """Figure of a monitor log: equivariance error, temperature and energy
     against time (or step), with mode switches and flags marked."""
-    from .diagnose import _pyplot
+    from ._plotting import pyplot
 
     with open(log) as handle:
         rows = list(csv.DictReader(handle))
@@ -140,7 +176,7 @@ def plot_log(log: str, figure: str) -> None:
     data = [r for r in rows if r.get("rel_forces")]
     use_time = data and all(r.get("time_fs") not in ("", "nan") for r in data)
     xname, xlabel = ("time_fs", "time (fs)") if use_time else ("step", "step")
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(6, 6.5), sharex=True)
     axes[0].plot(col(xname, data), col("rel_forces", data), "o-", ms=3)
     axes[0].set_ylabel("A_F / F_rms")
@@ -182,7 +218,10 @@ def _parser() -> argparse.ArgumentParser:
     md.add_argument("--ensemble", choices=["nve", "langevin"], default="langevin", help="default langevin")
     md.add_argument("--friction", type=float, default=0.02, help="Langevin friction in 1/fs (default 0.02)")
     md.add_argument("--symmetrize", choices=["none", "project", "average", "adaptive"], default="none")
-    md.add_argument("--degree", type=int, default=3, help="quadrature degree for averaging (default 3)")
+    md.add_argument("--degree", type=_degree, default=3,
+                    help="quadrature degree for averaging, or 'auto' (smallest rule within --tolerance; default 3)")  # fmt: skip
+    md.add_argument("--tolerance", type=float, default=1e-3,
+                    help="with --degree auto: largest RMS force residual of the average, eV/A (default 1e-3)")  # fmt: skip
     md.add_argument("--monitor-every", type=int, default=10, help="check every N steps; 0 turns the monitor off (default 10)")
     md.add_argument("--action", choices=["warn", "raise", "symmetrize"], default="raise", help="reaction to a flagged step (default raise)")
     md.add_argument("--log", default="symmd-md.csv", help="CSV log of the monitor (default symmd-md.csv)")
@@ -198,10 +237,29 @@ def _parser() -> argparse.ArgumentParser:
     diag.add_argument("--model", help="metatomic .pt file or a shipped model name (default: pet-emt-cual)")
     diag.add_argument("--max-lambda", type=int, default=4, help="highest order of the spectrum (default 4)")
     diag.add_argument("--degree", type=int, help="quadrature degree (default 2 x max-lambda)")
+    diag.add_argument("--properties", nargs="+", help="outputs to diagnose (default: all the model has)")
+    diag.add_argument("--layers", nargs="+", help="submodules of an eager model (.ckpt) to diagnose too")
     diag.add_argument("--batch-size", type=int, help="rotated copies per model call")
     diag.add_argument("--json", help="write the result as JSON")
     diag.add_argument("--plot", help="write the spectra as a figure")
     diag.set_defaults(run=_diagnose)
+
+    train = sub.add_parser("training", help="spectra along a training run (heatmaps lambda x epoch)",
+                           description="Character spectra of every output and layer along checkpoint series; "
+                                       "one heatmap row per run, and their log ratio for two runs.")  # fmt: skip
+    train.add_argument("runs", nargs="+", metavar="[LABEL=]FOLDER",
+                       help="folder of checkpoints (*.ckpt, else *.pt) named with their epoch, e.g. epoch_012.ckpt")  # fmt: skip
+    train.add_argument("--structures", required=True, help="structure file read by ASE")
+    train.add_argument("--index", default=":", help="ASE index of the frames to use (default ':', all)")
+    train.add_argument("--max-lambda", type=int, default=4, help="highest order of the spectrum (default 4)")
+    train.add_argument("--degree", type=int, help="quadrature degree (default 2 x max-lambda)")
+    train.add_argument("--properties", nargs="+", help="outputs to diagnose (default: all the model has)")
+    train.add_argument("--layers", nargs="+", help="submodules of the eager models to diagnose too")
+    train.add_argument("--names", nargs="+", help="outputs/layers shown in the figure (default: all)")
+    train.add_argument("--batch-size", type=int, help="rotated copies per model call")
+    train.add_argument("--json", help="write every spectrum as JSON")
+    train.add_argument("--plot", help="write the heatmaps as a figure")
+    train.set_defaults(run=_training)
 
     plot = sub.add_parser("plot", help="plot a monitor log", description="Plot the equivariance error, temperature and energy of a monitor log.")
     plot.add_argument("log", help="CSV log written by symmd md / Monitor")

@@ -13,7 +13,7 @@ def run(*args):
 
 
 def test_help_of_every_subcommand():
-    for args in ([], ["md"], ["diagnose"], ["plot"]):
+    for args in ([], ["md"], ["diagnose"], ["training"], ["plot"]):
         out = run(*args, "--help")
         assert out.returncode == 0 and "usage: symmd" in out.stdout
     assert "--monitor-every" in run("md", "--help").stdout
@@ -46,6 +46,8 @@ def test_bad_arguments_give_one_line_errors():
     assert out.returncode == 2 and out.stderr.strip() == "symmd md: error: model file 'missing.pt' does not exist"
     out = run("md", "--steps", "-1")
     assert out.returncode == 2 and out.stderr.strip() == "symmd md: error: --steps must be >= 0, got -1"
+    out = run("md", "--degree", "high")
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == "symmd md: error: argument --degree: must be an integer degree or 'auto', got 'high'"
     out = run("plot", "nolog.csv", "-o", "x.png")
     assert out.returncode == 2 and "Traceback" not in out.stderr and out.stderr.startswith("symmd plot: error:")
 
@@ -55,4 +57,24 @@ def test_diagnose_command_json(tmp_path, capsys):
     assert main(["diagnose", "--max-lambda", "1", "--json", str(path)]) == 0
     assert "forces" in capsys.readouterr().out
     data = json.loads(path.read_text())
-    assert data["quadrature"]["degree"] == 2 and set(data["properties"]) == {"energy", "forces", "stress"}
+    assert data["quadrature"]["degree"] == 2 and set(data["properties"]) == {"energy", "forces", "stress", "feature", "mtt::aux::cutoff_stats", "mtt::aux::energy_last_layer_features"}
+
+
+def test_md_with_an_automatic_quadrature_reports_its_choice(capsys):
+    code = main(["md", "--steps", "3", "--symmetrize", "average", "--degree", "auto", "--tolerance", "1e-2",
+                 "--monitor-every", "0", "--quiet"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "symmd md: --degree auto chose degree " in out and "meets the tolerance {'forces': 0.01}" in out
+
+
+def test_diagnose_command_with_layers_of_a_checkpoint(pet_checkpoint, tmp_path, capsys):
+    import ase.io
+    from conftest import cu_cluster
+
+    ase.io.write(tmp_path / "c.xyz", cu_cluster(5))
+    assert main(["diagnose", str(tmp_path / "c.xyz"), "--model", pet_checkpoint, "--max-lambda", "1",
+                 "--properties", "energy", "--layers", "backend.gnn_layers.0", "--json", str(tmp_path / "d.json")]) == 0  # fmt: skip
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert set(data["properties"]) == {"energy", "layer:backend.gnn_layers.0[0]", "layer:backend.gnn_layers.0[1]"}
+    assert "layer:backend.gnn_layers.0[1]" in capsys.readouterr().out
