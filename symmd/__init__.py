@@ -1,8 +1,9 @@
 """symmd: measure and restore the rotational symmetry of unconstrained
 machine-learning interatomic potentials in molecular dynamics.
 
-Public surface (see ``shared/API.md``): :mod:`symmd.o3`, :mod:`symmd.metrics`,
-:mod:`symmd.models`.
+Public surface (see ``docs/API.md``): :mod:`symmd.o3`, :mod:`symmd.metrics`,
+:mod:`symmd.models`, :class:`SymmetryCalculator`, :class:`Monitor`,
+:func:`diagnose`, :func:`diagnose_training`, :func:`recommend_quadrature`.
 """
 
 from . import metrics, models, o3
@@ -10,7 +11,25 @@ from .calculator import SymmetryCalculator
 from .diagnose import Diagnosis, diagnose
 from .errors import InstabilityError
 from .monitor import InstabilityWarning, Monitor
+from .recommend import Recommendation, recommend_quadrature
+from .training import TrainingDiagnosis, diagnose_training, plot_training
 
 __version__ = "0.1.0"
 
-__all__ = ["Diagnosis", "diagnose", "InstabilityError", "InstabilityWarning", "Monitor", "SymmetryCalculator", "metrics", "models", "o3", "__version__"]
+__all__ = [
+    "Diagnosis",
+    "InstabilityError",
+    "InstabilityWarning",
+    "Monitor",
+    "Recommendation",
+    "SymmetryCalculator",
+    "TrainingDiagnosis",
+    "diagnose",
+    "diagnose_training",
+    "metrics",
+    "models",
+    "o3",
+    "plot_training",
+    "recommend_quadrature",
+    "__version__",
+]
