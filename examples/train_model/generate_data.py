@@ -6,7 +6,12 @@ forces in eV/A, stress in eV/A^3, Voigt order as stored by ASE):
 * ``<prefix>periodic.xyz``: periodic fcc Cu/Al alloys (8 to 64 atoms, random
   occupations, rattled and strained), with energy, forces and stress;
 * ``<prefix>cluster.xyz``: non-periodic Cu/Al clusters (6 to 20 atoms cut from
-  fcc and rattled), with energy and forces only (no cell, ``pbc=False``).
+  fcc and rattled), with energy and forces only (no cell, ``pbc=False``);
+* ``<prefix>plate.xyz`` (``--n-plate``, default 0): flat non-periodic Cu/Al
+  clusters, 6 to 20 atoms from two adjacent (001) layers of fcc, lying in the
+  xy plane of the lab frame, rattled; energy and forces. Every plate has the
+  same orientation, so without rotational augmentation a model never sees a
+  plate normal other than z (used by ``train_epochs.sh``).
 
 Everything is seeded through ``numpy.random.default_rng(seed)``, so running this
 script twice with the same arguments produces identical files.
@@ -91,21 +96,43 @@ def make_cluster(rng):
     return _attach(atoms, with_stress=False)
 
 
+def make_plate(rng):
+    n_atoms = int(rng.integers(6, 21))
+    a = A_CU + rng.normal(0.0, 0.03)
+    big = bulk("Cu", "fcc", a=a, cubic=True).repeat((5, 5, 2))
+    pos = big.positions
+    layers = pos[np.isclose(pos[:, 2], 0.0) | np.isclose(pos[:, 2], a / 2)]
+    center = np.array([2.5 * a, 2.5 * a, 0.0]) + np.r_[rng.normal(0.0, 0.3, size=2), 0.0]
+    in_plane = np.linalg.norm((layers - center)[:, :2], axis=1)
+    positions = layers[np.argsort(in_plane)[:n_atoms]]
+    positions = positions - positions.mean(axis=0)
+    x_al = rng.choice([0.0, rng.uniform(0.0, 0.5)])
+    symbols = np.where(rng.random(n_atoms) < x_al, "Al", "Cu").tolist()
+    std = rng.uniform(0.05, 0.15)
+    positions = positions + rng.normal(0.0, std, size=positions.shape)
+    atoms = Atoms(symbols=symbols, positions=positions, pbc=False)
+    return _attach(atoms, with_stress=False)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-periodic", type=int, default=300)
     parser.add_argument("--n-cluster", type=int, default=300)
+    parser.add_argument("--n-plate", type=int, default=0)
     parser.add_argument("--prefix", default="train_", help="output file prefix")
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
     periodic = [make_periodic(rng) for _ in range(args.n_periodic)]
     clusters = [make_cluster(rng) for _ in range(args.n_cluster)]
+    sets = [("periodic", periodic), ("cluster", clusters)]
+    if args.n_plate:  # drawn after the others: the other files do not change
+        sets.append(("plate", [make_plate(rng) for _ in range(args.n_plate)]))
 
-    write(f"{args.prefix}periodic.xyz", periodic, format="extxyz")
-    write(f"{args.prefix}cluster.xyz", clusters, format="extxyz")
-    for name, frames in (("periodic", periodic), ("cluster", clusters)):
+    for name, frames in sets:
+        write(f"{args.prefix}{name}.xyz", frames, format="extxyz")
+    for name, frames in sets:
         n_at = sum(len(f) for f in frames)
         print(f"{args.prefix}{name}.xyz: {len(frames)} structures, {n_at} atoms")
 
