@@ -127,9 +127,9 @@ def _diagnose(args) -> int:
 
 
 def _training(args) -> int:
-    from .training import diagnose_training, plot_training, save_json
-
     import ase.io
+
+    from .training import diagnose_training, plot_training, save_json
 
     frames = ase.io.read(args.structures, index=args.index)
     frames = frames if isinstance(frames, list) else [frames]

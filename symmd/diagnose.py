@@ -16,7 +16,7 @@ For every output :math:`u` of every structure, evaluated on the copies
   ``rest`` :math:`= 1 - \sum_\beta B_\beta / \sum_k w_k \|u_k\|^2`
   (Parseval: zero for a band-limited response);
 - for the physical outputs, the predicted twirl residual of the rules of
-  degree :math:`L \le` degree/2 (:func:`symmd.recommend.predict_residuals`).
+  degree :math:`L \le` (degree - 1)/2 (:func:`symmd.recommend.predict_residuals`).
 
 Outputs: energy, forces, stress (fully periodic structures), and every extra
 output the model declares (non-conservative forces and stress, features,
@@ -42,7 +42,7 @@ from ._plotting import spectrum_figure
 from .models import as_structures, evaluate_rotated, load, neighbor_pairs
 from .models._engine import chunk_size
 from .models._outputs import KINDS
-from .recommend import CANDIDATE_DEGREES, predict_residuals
+from .recommend import predict_residuals, trusted_degrees
 
 __all__ = ["diagnose", "Diagnosis"]
 
@@ -264,7 +264,7 @@ def diagnose(
         periodic = all(f.pbc.all() for f in frames)
         properties = ["energy", "forces"] + (["stress"] if periodic else [])
         properties += [p for p in adapter.declared_outputs() if periodic or "stress" not in p]
-    residual_degrees = tuple(L for L in CANDIDATE_DEGREES if q.degree is not None and L <= q.degree // 2)
+    residual_degrees = tuple(trusted_degrees(q.degree))
 
     groups = [frames] if not layers else [[frame] for frame in frames]
     capture = LayerCapture(adapter.hook_root(), layers) if layers else None

@@ -29,7 +29,7 @@ rule closed under inversion aliases only :math:`\sigma = (-1)^\lambda`).
 The coefficients are measured once on a Lebedev probe of degree :math:`P`;
 for a spectrum that decays with :math:`\lambda` they are reliable up to
 :math:`\lambda \approx P/2 + 1`, so the prediction is trusted for rules of
-degree :math:`L \le P/2` (whose residual is dominated by
+degree :math:`L \le (P-1)/2` (whose residual is dominated by
 :math:`\lambda = L + 1, L + 2`). :func:`recommend_quadrature` raises the probe
 degree through :data:`PROBE_DEGREES` until a trusted rule meets the
 tolerance.
@@ -56,11 +56,12 @@ __all__ = [
     "check_tolerance",
     "predict_residuals",
     "recommend_quadrature",
+    "trusted_degrees",
 ]
 
 #: degrees whose rules differ (4 and 5 share the icosahedral group)
 CANDIDATE_DEGREES = (1, 2, 3, 5, 6, 7, 8, 9)
-#: probe degrees tried in turn; a probe of degree P trusts rules of degree <= P // 2
+#: probe degrees tried in turn; a probe of degree P trusts rules of degree <= (P - 1) // 2
 PROBE_DEGREES = (7, 11, 15, 19)
 _KINDS = {"energy": "scalar", "forces": "vector", "stress": "rank2"}
 _N_COMP = {"scalar": 0, "vector": 1, "rank2": 2}
@@ -72,6 +73,15 @@ def aliasing(q: o3.Quadrature, max_lambda: int) -> dict[tuple[int, int], torch.T
     rule integrates exactly, the identity for (0, +1)."""
     return {(lam, sigma): torch.einsum("k,kmn->mn", wk, d)
             for lam, sigma, wk, d in sectors(q.rotations, q.weights, max_lambda)}  # fmt: skip
+
+
+def trusted_degrees(probe_degree: Optional[int], candidates: Sequence[int] = CANDIDATE_DEGREES) -> list[int]:
+    """Candidates whose residual a probe of this degree predicts reliably:
+    ``L <= (P - 1) // 2``, so that the sectors ``L + 1`` and ``L + 2`` that
+    dominate the residual are measured with little aliasing."""
+    if probe_degree is None:
+        return []
+    return [c for c in candidates if c <= (probe_degree - 1) // 2]
 
 
 @functools.lru_cache(maxsize=None)
@@ -204,7 +214,7 @@ def recommend_quadrature(
     reorient: predict for a rule given a random orientation at every call
         (the calculator's ``reorient=True``).
     candidates, probes: the degrees considered, and the probe degrees tried
-        in turn (a probe of degree P trusts candidates of degree <= P // 2).
+        in turn (a probe of degree P trusts candidates of degree <= (P - 1) // 2).
 
     Each probe is one batched evaluation of ``lebedev(P)`` (416, 1200, 2752,
     5840 copies for P = 7, 11, 15, 19). If no candidate meets the tolerance
@@ -219,7 +229,7 @@ def recommend_quadrature(
     predicted: dict[str, dict[int, float]] = {}
     copies = 0
     for degree in sorted(probes):
-        trusted = [c for c in candidates if c <= degree // 2]
+        trusted = trusted_degrees(degree, candidates)
         if not trusted:
             continue
         probe = o3.lebedev(degree)

@@ -9,7 +9,7 @@
 #         (defaults /tmp/epochs and docs/figures/training_spectra.png; the JSON
 #         with every number goes next to the figure)
 # Environment: PYTHON / SYMMD (default python / symmd from PATH), and those of
-#              train_epochs.sh.  About 3 min of training + 4 min of analysis
+#              train_epochs.sh.  About 2 min of training + 3.5 min of analysis
 #              on 2 CPU cores.
 set -euo pipefail
 
