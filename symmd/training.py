@@ -28,7 +28,7 @@ import numpy as np
 from ._plotting import training_figure
 from .diagnose import Diagnosis, diagnose
 
-__all__ = ["TrainingDiagnosis", "diagnose_training", "find_checkpoints", "plot_training"]
+__all__ = ["TrainingDiagnosis", "diagnose_training", "find_checkpoints", "plot_training", "save_json"]
 
 #: the sectors an exactly equivariant output lives in
 EQUIVARIANT_SECTORS = {
