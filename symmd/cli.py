@@ -205,6 +205,15 @@ def _plot(args) -> int:
     return 0
 
 
+def _spectrum_options(parser: argparse.ArgumentParser) -> None:
+    """The options that ``diagnose`` and ``training`` pass to symmd.diagnose."""
+    parser.add_argument("--max-lambda", type=int, default=4, help="highest order of the spectrum (default 4)")
+    parser.add_argument("--degree", type=int, help="quadrature degree (default 2 x max-lambda)")
+    parser.add_argument("--properties", nargs="+", help="outputs to diagnose (default: all the model has)")
+    parser.add_argument("--layers", nargs="+", help="submodules of an eager model (.ckpt) to diagnose too")
+    parser.add_argument("--batch-size", type=int, help="rotated copies per model call")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="symmd", description="Measure and restore the rotational symmetry of ML potentials in MD.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -235,11 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     diag = sub.add_parser("diagnose", help="equivariance error and character spectrum", description="Equivariance error and character spectrum of every output.")
     diag.add_argument("structures", nargs="*", help="structure files (all frames are used; default: the built-in cell)")
     diag.add_argument("--model", help="metatomic .pt file or a shipped model name (default: pet-emt-cual)")
-    diag.add_argument("--max-lambda", type=int, default=4, help="highest order of the spectrum (default 4)")
-    diag.add_argument("--degree", type=int, help="quadrature degree (default 2 x max-lambda)")
-    diag.add_argument("--properties", nargs="+", help="outputs to diagnose (default: all the model has)")
-    diag.add_argument("--layers", nargs="+", help="submodules of an eager model (.ckpt) to diagnose too")
-    diag.add_argument("--batch-size", type=int, help="rotated copies per model call")
+    _spectrum_options(diag)
     diag.add_argument("--json", help="write the result as JSON")
     diag.add_argument("--plot", help="write the spectra as a figure")
     diag.set_defaults(run=_diagnose)
@@ -251,12 +256,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="folder of checkpoints (*.ckpt, else *.pt) named with their epoch, e.g. epoch_012.ckpt")  # fmt: skip
     train.add_argument("--structures", required=True, help="structure file read by ASE")
     train.add_argument("--index", default=":", help="ASE index of the frames to use (default ':', all)")
-    train.add_argument("--max-lambda", type=int, default=4, help="highest order of the spectrum (default 4)")
-    train.add_argument("--degree", type=int, help="quadrature degree (default 2 x max-lambda)")
-    train.add_argument("--properties", nargs="+", help="outputs to diagnose (default: all the model has)")
-    train.add_argument("--layers", nargs="+", help="submodules of the eager models to diagnose too")
+    _spectrum_options(train)
     train.add_argument("--names", nargs="+", help="outputs/layers shown in the figure (default: all)")
-    train.add_argument("--batch-size", type=int, help="rotated copies per model call")
     train.add_argument("--json", help="write every spectrum as JSON")
     train.add_argument("--plot", help="write the heatmaps as a figure")
     train.set_defaults(run=_training)

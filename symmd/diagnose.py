@@ -48,7 +48,7 @@ __all__ = ["diagnose", "Diagnosis"]
 
 _PHYSICAL = ("energy", "forces", "stress", "non_conservative_force", "non_conservative_forces", "non_conservative_stress")
 _N_COMP = {"scalar": 0, "vector": 1, "rank2": 2, "spherical": 1}
-_BLOCK = 4_000_000  # float64 values per block when reducing wide layer outputs
+_BLOCK = 4_000_000  # float64 values per block when reducing wide outputs
 
 
 @dataclasses.dataclass
@@ -128,13 +128,6 @@ class Diagnosis:
         spectrum_figure(spectra, self.max_lambda, path, title or f"{self.quadrature.name}, {len(self.quadrature)} rotations")
 
 
-def _column_blocks(u: torch.Tensor):
-    """``u [K, F]`` split into float64 column blocks of bounded size."""
-    width = max(1, _BLOCK // max(1, u.shape[0]))
-    for start in range(0, u.shape[1], width):
-        yield u[:, start : start + width].to(torch.float64)
-
-
 def _summarize(u, q, kind, max_lambda, rows, n_structures, residual_degrees=()):
     """Error, spectrum and rest per structure of ``u [K, R, ...]``, whose row
     ``r`` belongs to structure ``rows[r]``."""
@@ -148,12 +141,12 @@ def _summarize(u, q, kind, max_lambda, rows, n_structures, residual_degrees=()):
     spec = {(lam, s): torch.zeros(n_rows, dtype=torch.float64) for lam in range(max_lambda + 1) for s in (1, -1)}
     norm2 = torch.zeros(n_rows, dtype=torch.float64)
     w = q.weights.to(u.device)
-    step = max(1, _BLOCK // (flat.shape[0] * max(1, flat.shape[2])))
-    for start in range(0, n_rows, step):  # bounded memory for wide outputs
-        block = flat[:, start : start + step].to(torch.float64)
+    step = max(1, _BLOCK // (flat.shape[0] * n_rows))
+    for start in range(0, flat.shape[2], step):  # column blocks: bounded memory for wide layers
+        block = flat[:, :, start : start + step].to(torch.float64)
         for key, value in metrics.character_spectrum(block, q, max_lambda).items():
-            spec[key][start : start + step] += value.sum(-1).cpu()
-        norm2[start : start + step] += torch.tensordot(w, (block * block).sum(-1), dims=1).cpu()
+            spec[key] += value.sum(-1).cpu()
+        norm2 += torch.tensordot(w, (block * block).sum(-1), dims=1).cpu()
     counts = per_structure(torch.ones(n_rows))
     if kind in KINDS:
         err = metrics.equivariance_error(u, q, kind).reshape(n_rows, -1)
@@ -175,25 +168,6 @@ def _summarize(u, q, kind, max_lambda, rows, n_structures, residual_degrees=()):
         entry["residual"] = {L: (per_structure(r.reshape(n_rows, -1).pow(2).mean(1)) / counts).sqrt().numpy()
                              for L, r in predicted.items()}  # fmt: skip
     return entry
-
-
-def _layer_summary(feats: torch.Tensor, q, max_lambda):
-    """Spectrum and invariance spread of one layer's ``[K, F]`` features."""
-    w = q.weights
-    spec = {(lam, s): 0.0 for lam in range(max_lambda + 1) for s in (1, -1)}
-    norm2 = spread2 = 0.0
-    for block in _column_blocks(feats):
-        for key, value in metrics.character_spectrum(block, q, max_lambda).items():
-            spec[key] += float(value.sum())
-        norm2 += float(torch.tensordot(w, (block * block).sum(1), dims=1))
-        spread2 += float(metrics.equivariance_error(block, q, "scalar").pow(2).sum())
-    total = sum(spec.values()) or 1.0
-    return {
-        "kind": "layer",
-        "error": np.array([np.sqrt(spread2 / max(1, feats.shape[1]))]),
-        "spectrum": {key: np.array([value / total]) for key, value in spec.items()},
-        "rest": np.array([1 - total / (norm2 or 1.0)]),
-    }
 
 
 def _full_list_counts(adapter, atoms) -> list[torch.Tensor]:
@@ -286,6 +260,8 @@ def diagnose(
             sizes = [min(step, len(q) - start) for start in range(0, len(q), step)]
             counts = _full_list_counts(adapter, group[0])
             for label, (feats, shape) in capture.stacked(sizes).items():
-                feats = drop_padding(feats, shape, counts)
-                entries.setdefault(f"layer:{label}", []).append(_layer_summary(feats, q, max_lambda))
+                # one row of invariant-looking channels: the error is their spread
+                feats = drop_padding(feats, shape, counts)[:, None]
+                entry = _summarize(feats, q, "scalar", max_lambda, torch.zeros(1, dtype=torch.long), 1)
+                entries.setdefault(f"layer:{label}", []).append({**entry, "kind": "layer"})
     return Diagnosis(q, max_lambda, {name: _merge(parts) for name, parts in entries.items()})
