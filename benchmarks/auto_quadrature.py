@@ -34,7 +34,9 @@ def make_cell(repeat):
 
 
 def twirl(model, atoms, q):
-    return metrics.average(models.evaluate_rotated(model, atoms, q, ("forces",))["forces"], q, "vector")
+    return metrics.average(
+        models.evaluate_rotated(model, atoms, q, ("forces",))["forces"], q, "vector"
+    )
 
 
 def main():
@@ -49,7 +51,10 @@ def main():
     measured = {}
     for degree in CANDIDATE_DEGREES:
         avg = twirl(model, atoms, o3.quadrature(degree))
-        measured[degree] = {ref: float(((avg - value) ** 2).sum(-1).mean().sqrt()) for ref, value in references.items()}
+        measured[degree] = {
+            ref: float(((avg - value) ** 2).sum(-1).mean().sqrt())
+            for ref, value in references.items()
+        }
     print(f"{len(atoms)} atoms; RMS force residual of quadrature(L) (eV/A):")
     print(f"{'L':>3} {'rule':>22} {'copies':>7} {'vs deg 11':>11} {'vs deg 19':>11}")
     for degree, values in measured.items():
@@ -57,24 +62,44 @@ def main():
         print(f"{degree:>3} {q.name:>22} {len(q):>7} {values[11]:11.2e} {values[19]:11.2e}")
 
     rows = []
-    print(f"\n{'tolerance':>10} {'chosen':>7} {'predicted':>10} {'measured':>10} {'needed':>7} {'ok':>4} {'probe copies':>13} {'time':>7}")
+    print(
+        f"\n{'tolerance':>10} {'chosen':>7} {'predicted':>10} {'measured':>10} {'needed':>7} {'ok':>4} {'probe copies':>13} {'time':>7}"
+    )
     for tol in TOLERANCES:
         start = time.perf_counter()
         rec = recommend_quadrature(model, atoms, tol)
         elapsed = time.perf_counter() - start
         needed = next((d for d in CANDIDATE_DEGREES if measured[d][11] <= tol), None)
         steps = list(CANDIDATE_DEGREES)
-        ok = (measured[rec.degree][11] <= 2 * tol and needed is not None
-              and steps.index(rec.degree) <= steps.index(needed) + 1)  # fmt: skip
-        row = {"tolerance": tol, "chosen": rec.degree, "reached": rec.reached,
-               "predicted": rec.predicted["forces"][rec.degree], "measured_vs_11": measured[rec.degree][11],
-               "measured_vs_19": measured[rec.degree][19], "needed": needed, "within_2x_and_one_step": ok,
-               "probe_degree": rec.probe_degree, "probe_copies": rec.probe_copies, "seconds": elapsed}  # fmt: skip
+        ok = (
+            measured[rec.degree][11] <= 2 * tol
+            and needed is not None
+            and steps.index(rec.degree) <= steps.index(needed) + 1
+        )
+        row = {
+            "tolerance": tol,
+            "chosen": rec.degree,
+            "reached": rec.reached,
+            "predicted": rec.predicted["forces"][rec.degree],
+            "measured_vs_11": measured[rec.degree][11],
+            "measured_vs_19": measured[rec.degree][19],
+            "needed": needed,
+            "within_2x_and_one_step": ok,
+            "probe_degree": rec.probe_degree,
+            "probe_copies": rec.probe_copies,
+            "seconds": elapsed,
+        }
         rows.append(row)
-        print(f"{tol:10.0e} {rec.degree:>7} {row['predicted']:10.2e} {row['measured_vs_11']:10.2e} "
-              f"{str(needed):>7} {'yes' if ok else 'NO':>4} {rec.probe_copies:>13} {elapsed:6.1f}s")  # fmt: skip
-    out = {"atoms": len(atoms), "model": "pet-emt-cual", "measured": {str(k): v for k, v in measured.items()},
-           "recommendations": rows}  # fmt: skip
+        print(
+            f"{tol:10.0e} {rec.degree:>7} {row['predicted']:10.2e} {row['measured_vs_11']:10.2e} "
+            f"{str(needed):>7} {'yes' if ok else 'NO':>4} {rec.probe_copies:>13} {elapsed:6.1f}s"
+        )
+    out = {
+        "atoms": len(atoms),
+        "model": "pet-emt-cual",
+        "measured": {str(k): v for k, v in measured.items()},
+        "recommendations": rows,
+    }
     path = pathlib.Path(__file__).parent / "results" / "auto_quadrature.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"\nwrote {path}")

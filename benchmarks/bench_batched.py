@@ -87,8 +87,15 @@ def memory_child(batch_size) -> None:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     models.evaluate_rotated(adapter, atoms, q, PROPS, batch_size=batch_size)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"start_mib": start / 1024, "baseline_mib": base / 1024,
-                      "peak_increase_mib": (peak - base) / 1024}))
+    print(
+        json.dumps(
+            {
+                "start_mib": start / 1024,
+                "baseline_mib": base / 1024,
+                "peak_increase_mib": (peak - base) / 1024,
+            }
+        )
+    )
 
 
 def bench_cell(atoms: ase.Atoms, path: str, adapter, q, repeats: int, warmup: int) -> dict:
@@ -109,7 +116,12 @@ def bench_cell(atoms: ase.Atoms, path: str, adapter, q, repeats: int, warmup: in
     def single():
         return ase_eval(atoms.copy(), calc)
 
-    methods = {"batched": batched, "ase-loop": ase_loop, "metatomic-sym": metatomic_sym, "single": single}
+    methods = {
+        "batched": batched,
+        "ase-loop": ase_loop,
+        "metatomic-sym": metatomic_sym,
+        "single": single,
+    }
     for _ in range(warmup):  # untimed: TorchScript optimisation, allocator
         warm = {name: fn() for name, fn in methods.items()}
 
@@ -128,23 +140,35 @@ def bench_cell(atoms: ase.Atoms, path: str, adapter, q, repeats: int, warmup: in
             start = time.perf_counter()
             fn()
             times[name].append(1e3 * (time.perf_counter() - start))
-    stats = {n: {"median_ms": statistics.median(t), "min_ms": min(t), "times_ms": t} for n, t in times.items()}
+    stats = {
+        n: {"median_ms": statistics.median(t), "min_ms": min(t), "times_ms": t}
+        for n, t in times.items()
+    }
     med = {n: s["median_ms"] for n, s in stats.items()}
     ratios = {
         "ase-loop/batched": med["ase-loop"] / med["batched"],
         "metatomic-sym/batched": med["metatomic-sym"] / med["batched"],
         "batched/single": med["batched"] / med["single"],
     }
-    return {"n_atoms": len(atoms), "methods": stats, "ratios": ratios, "agreement": check,
-            "n_rotations_symmetrized": len(sym_calc.quadrature_rotations)}
+    return {
+        "n_atoms": len(atoms),
+        "methods": stats,
+        "ratios": ratios,
+        "agreement": check,
+        "n_rotations_symmetrized": len(sym_calc.quadrature_rotations),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls of each method first")
-    parser.add_argument("--quick", action="store_true", help="1 repeat, 1 warm-up, 32 atoms, no memory test")
-    parser.add_argument("--json", default=None, help="default: benchmarks/results/bench_batched[_quick].json")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 repeat, 1 warm-up, 32 atoms, no memory test"
+    )
+    parser.add_argument(
+        "--json", default=None, help="default: benchmarks/results/bench_batched[_quick].json"
+    )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child is not None:
@@ -155,16 +179,22 @@ def main() -> None:
     path = models.shipped_model(MODEL)
     adapter = models.load(path)  # loaded once, outside every timing
     q = o3.quadrature(3)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()} (default), "
-          f"cpus {os.cpu_count()}, {len(q)} rotations, {warmup} warm-up + {repeats} timed calls each")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()} (default), "
+        f"cpus {os.cpu_count()}, {len(q)} rotations, {warmup} warm-up + {repeats} timed calls each"
+    )
 
     # Memory first: Linux carries ru_maxrss over fork + exec, so a child spawned
     # by a parent that already ran the big timings would inherit its peak.
     memory = {}
     if not args.quick:  # each batch size in a fresh process, so peaks don't mix
         for bs in ("8", "None"):
-            proc = subprocess.run([sys.executable, __file__, "--memory-child", bs],
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--memory-child", bs],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             memory[bs] = json.loads(proc.stdout.strip().splitlines()[-1])
             assert memory[bs]["baseline_mib"] > memory[bs]["start_mib"], "inherited ru_maxrss"
 
@@ -174,32 +204,55 @@ def main() -> None:
         print(f"... {len(atoms)} atoms", flush=True)
         cells[str(len(atoms))] = bench_cell(atoms, path, adapter, q, repeats, warmup)
 
-    labels = {"batched": "(a) symmd batched", "ase-loop": "(b) ASE loop x48",
-              "metatomic-sym": "(c) metatomic Symmetrized", "single": "(d) single eval"}
-    ratio_of = {"batched": "batched/single", "ase-loop": "ase-loop/batched",
-                "metatomic-sym": "metatomic-sym/batched"}
+    labels = {
+        "batched": "(a) symmd batched",
+        "ase-loop": "(b) ASE loop x48",
+        "metatomic-sym": "(c) metatomic Symmetrized",
+        "single": "(d) single eval",
+    }
+    ratio_of = {
+        "batched": "batched/single",
+        "ase-loop": "ase-loop/batched",
+        "metatomic-sym": "metatomic-sym/batched",
+    }
     print(f"\n{'method':<27} {'atoms':>5} {'median ms':>10} {'min ms':>10} {'ratio':>7}  ratio of")
     for res in cells.values():
         for name, s in res["methods"].items():
             key = ratio_of.get(name)
             ratio = f"{res['ratios'][key]:7.2f}  {key}" if key else f"{'':>7}"
-            print(f"{labels[name]:<27} {res['n_atoms']:>5} {s['median_ms']:>10.1f} {s['min_ms']:>10.1f} {ratio}")
+            print(
+                f"{labels[name]:<27} {res['n_atoms']:>5} {s['median_ms']:>10.1f} {s['min_ms']:>10.1f} {ratio}"
+            )
     print("\n(a) vs (b) agreement (stress: symmetric part of the batched stress):")
     for res in cells.values():
-        print(f"  {res['n_atoms']:>4} atoms: " + ", ".join(f"{k} {v:.2e}" for k, v in res["agreement"].items()))
+        print(
+            f"  {res['n_atoms']:>4} atoms: "
+            + ", ".join(f"{k} {v:.2e}" for k, v in res["agreement"].items())
+        )
 
     if memory:
         print("\npeak RSS increase, 108 atoms x 48 copies (after load + 1-copy warm-up):")
         for bs, m in memory.items():
-            print(f"  batch_size={bs:<5} {m['peak_increase_mib']:8.1f} MiB  (baseline {m['baseline_mib']:.0f} MiB)")
+            print(
+                f"  batch_size={bs:<5} {m['peak_increase_mib']:8.1f} MiB  (baseline {m['baseline_mib']:.0f} MiB)"
+            )
 
     out = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "model": MODEL, "quadrature": q.name, "n_rotations": len(q), "repeats": repeats, "warmup": warmup,
-        "cells": cells, "memory_108_atoms": memory,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "model": MODEL,
+        "quadrature": q.name,
+        "n_rotations": len(q),
+        "repeats": repeats,
+        "warmup": warmup,
+        "cells": cells,
+        "memory_108_atoms": memory,
     }
-    json_path = pathlib.Path(args.json or RESULTS / f"bench_batched{'_quick' if args.quick else ''}.json")
+    json_path = pathlib.Path(
+        args.json or RESULTS / f"bench_batched{'_quick' if args.quick else ''}.json"
+    )
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(out, indent=1))
     print(f"\nwrote {json_path}")

@@ -81,8 +81,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls of each method first")
-    parser.add_argument("--quick", action="store_true", help="1 repeat, 1 warm-up, degree-7 reference")
-    parser.add_argument("--json", default=None, help="default: benchmarks/results/bench_calculator[_quick].json")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 repeat, 1 warm-up, degree-7 reference"
+    )
+    parser.add_argument(
+        "--json", default=None, help="default: benchmarks/results/bench_calculator[_quick].json"
+    )
     args = parser.parse_args()
     repeats, warmup = (1, 1) if args.quick else (args.repeats, max(args.warmup, 1))
     ref_degree = 7 if args.quick else 11
@@ -90,9 +94,12 @@ def main() -> None:
     path = models.shipped_model(MODEL)
     adapter = models.load(path)  # loaded once, shared by every symmd calculator
     atoms = make_cell()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
-          f"{len(atoms)} atoms, {warmup} warm-up + {repeats} timed calls each, "
-          f"load avg {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+        f"{len(atoms)} atoms, {warmup} warm-up + {repeats} timed calls each, "
+        f"load avg {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
     # Reference: the twirl over a rule exact far beyond the quadratures compared.
     q_ref = o3.lebedev(ref_degree)
@@ -101,8 +108,11 @@ def main() -> None:
     f_ref = metrics.average(u, q_ref, "vector").numpy()
     raw_a = rms(metrics.equivariance_error(u, q_ref, "vector").numpy()[:, None])
     ref_s = time.perf_counter() - start
-    print(f"reference: {q_ref.name} ({len(q_ref)} elements) in {ref_s:.1f} s; "
-          f"RMS |F_ref| {rms(f_ref):.4f} eV/A, raw model equivariance error A_F {raw_a:.3e} eV/A", flush=True)
+    print(
+        f"reference: {q_ref.name} ({len(q_ref)} elements) in {ref_s:.1f} s; "
+        f"RMS |F_ref| {rms(f_ref):.4f} eV/A, raw model equivariance error A_F {raw_a:.3e} eV/A",
+        flush=True,
+    )
 
     calcs = {
         "symmd none": SymmetryCalculator(adapter, symmetrize="none"),
@@ -113,8 +123,12 @@ def main() -> None:
         "metatomic Sym l_max=5": SymmetrizedCalculator(MetatomicCalculator(path), l_max=5),
     }
     # Model evaluations per call (metatomic adds one unrotated call to its rule).
-    copies = {name: (len(c.quadrature) if c.symmetrize == "average" else 1) if isinstance(c, SymmetryCalculator)
-              else len(c.quadrature_rotations) + 1 for name, c in calcs.items()}  # fmt: skip
+    copies = {
+        name: (len(c.quadrature) if c.symmetrize == "average" else 1)
+        if isinstance(c, SymmetryCalculator)
+        else len(c.quadrature_rotations) + 1
+        for name, c in calcs.items()
+    }
 
     errors = {}
     for i in range(warmup):  # untimed; the outputs are deterministic, so keep the last
@@ -133,31 +147,63 @@ def main() -> None:
 
     print(f"\n{'method':<22} {'copies':>6} {'median ms':>10} {'min ms':>9} {'force err eV/A':>15}")
     for name in calcs:
-        print(f"{name:<22} {copies[name]:>6} {med[name]:>10.1f} {min(times[name]):>9.1f} {errors[name]:>15.3e}")
-    print(f"(raw model equivariance error A_F, RMS over atoms: {raw_a:.3e} eV/A; load avg {os.getloadavg()[0]:.2f})")
+        print(
+            f"{name:<22} {copies[name]:>6} {med[name]:>10.1f} {min(times[name]):>9.1f} {errors[name]:>15.3e}"
+        )
+    print(
+        f"(raw model equivariance error A_F, RMS over atoms: {raw_a:.3e} eV/A; load avg {os.getloadavg()[0]:.2f})"
+    )
 
     comparison = {}
-    print(f"\n{'L':>2} {'speed ratio Sym/symmd':>22} {'err symmd':>10} {'err Sym':>10}  goal (<= err, >= 2x)")
+    print(
+        f"\n{'L':>2} {'speed ratio Sym/symmd':>22} {'err symmd':>10} {'err Sym':>10}  goal (<= err, >= 2x)"
+    )
     for lmax in (3, 5):
         ours, peer = f"symmd average L={lmax}", f"metatomic Sym l_max={lmax}"
         ratio = med[peer] / med[ours]
         met = ratio >= 2.0 and errors[ours] <= errors[peer]
-        comparison[str(lmax)] = {"speed_ratio": ratio, "error_symmd": errors[ours],
-                                 "error_metatomic": errors[peer], "goal_met": met}
-        print(f"{lmax:>2} {ratio:>22.2f} {errors[ours]:>10.3e} {errors[peer]:>10.3e}  {'yes' if met else 'NO'}")
+        comparison[str(lmax)] = {
+            "speed_ratio": ratio,
+            "error_symmd": errors[ours],
+            "error_metatomic": errors[peer],
+            "goal_met": met,
+        }
+        print(
+            f"{lmax:>2} {ratio:>22.2f} {errors[ours]:>10.3e} {errors[peer]:>10.3e}  {'yes' if met else 'NO'}"
+        )
 
     out = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "load_avg_1min_end": os.getloadavg()[0],
-        "model": MODEL, "n_atoms": len(atoms), "repeats": repeats, "warmup": warmup,
-        "reference": {"quadrature": q_ref.name, "n_elements": len(q_ref), "seconds": ref_s,
-                      "rms_force": rms(f_ref), "raw_equivariance_error_rms": raw_a},
-        "methods": {name: {"copies": copies[name], "median_ms": med[name], "min_ms": min(times[name]),
-                           "times_ms": times[name], "force_error_rms": errors[name]} for name in calcs},
+        "model": MODEL,
+        "n_atoms": len(atoms),
+        "repeats": repeats,
+        "warmup": warmup,
+        "reference": {
+            "quadrature": q_ref.name,
+            "n_elements": len(q_ref),
+            "seconds": ref_s,
+            "rms_force": rms(f_ref),
+            "raw_equivariance_error_rms": raw_a,
+        },
+        "methods": {
+            name: {
+                "copies": copies[name],
+                "median_ms": med[name],
+                "min_ms": min(times[name]),
+                "times_ms": times[name],
+                "force_error_rms": errors[name],
+            }
+            for name in calcs
+        },
         "metatomic_over_symmd": comparison,
     }
-    json_path = pathlib.Path(args.json or RESULTS / f"bench_calculator{'_quick' if args.quick else ''}.json")
+    json_path = pathlib.Path(
+        args.json or RESULTS / f"bench_calculator{'_quick' if args.quick else ''}.json"
+    )
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(out, indent=1))
     print(f"\nwrote {json_path}")

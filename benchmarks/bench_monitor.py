@@ -69,7 +69,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="1 repeat, 20 steps")
-    parser.add_argument("--json", default=None, help="default: benchmarks/results/bench_monitor[_quick].json")
+    parser.add_argument(
+        "--json", default=None, help="default: benchmarks/results/bench_monitor[_quick].json"
+    )
     args = parser.parse_args()
     repeats, steps = (1, 20) if args.quick else (args.repeats, args.steps)
 
@@ -77,9 +79,11 @@ def main() -> None:
     adapter = models.load(path)  # loaded once, outside every timing
     template = make_cell()
     thermalize_momenta(template, temperature_K=300, rng=np.random.default_rng(1))
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
-          f"{len(template)} atoms, {steps} steps x {repeats} runs each, load avg {os.getloadavg()[0]:.2f}",
-          flush=True)
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+        f"{len(template)} atoms, {steps} steps x {repeats} runs each, load avg {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
     # Each run gets a fresh calculator (call counter and monitor schedule start at 0).
     metatomic = MetatomicCalculator(path)
@@ -94,11 +98,16 @@ def main() -> None:
         monitors.append(Monitor(every=every, rotations=2, seed=0))
         return SymmetryCalculator(adapter, monitor=monitors[-1])
 
-    variants = {"plain": lambda: SymmetryCalculator(adapter), "monitored": fresh_monitored,
-                "metatomic": fresh_metatomic}
+    variants = {
+        "plain": lambda: SymmetryCalculator(adapter),
+        "monitored": fresh_monitored,
+        "metatomic": fresh_metatomic,
+    }
 
     # Warm-up: 2 steps = 3 force evaluations per variant (every one checked when monitored).
-    warnings.simplefilter("ignore")  # the monitor may warn on a noisy baseline; it does not change the run
+    warnings.simplefilter(
+        "ignore"
+    )  # the monitor may warn on a noisy baseline; it does not change the run
     for name, make in variants.items():
         run_md(make(1) if name == "monitored" else make(), template, 2)
     monitors.clear()
@@ -119,27 +128,51 @@ def main() -> None:
 
     print(f"\n{'variant':<11} {'median s':>9} {'min s':>8} {'ms/step':>8} {'vs plain':>9}")
     for name in variants:
-        print(f"{name:<11} {med[name]:>9.2f} {min(times[name]):>8.2f} {1e3 * med[name] / steps:>8.1f} "
-              f"{med[name] / med['plain']:>8.2f}x")
-    print(f"\nmonitored/plain = {ratio:.2f}x (goal <= 1.2x: {'yes' if ratio <= 1.2 else 'NO'}); "
-          f"equivariance checks per run {n_checks}, monitor events {n_events}")
-    print(f"final positions, max |monitored - plain| {same_traj:.1e} A, |metatomic - plain| {vs_metatomic:.1e} A; "
-          f"load avg {os.getloadavg()[0]:.2f}")
+        print(
+            f"{name:<11} {med[name]:>9.2f} {min(times[name]):>8.2f} {1e3 * med[name] / steps:>8.1f} "
+            f"{med[name] / med['plain']:>8.2f}x"
+        )
+    print(
+        f"\nmonitored/plain = {ratio:.2f}x (goal <= 1.2x: {'yes' if ratio <= 1.2 else 'NO'}); "
+        f"equivariance checks per run {n_checks}, monitor events {n_events}"
+    )
+    print(
+        f"final positions, max |monitored - plain| {same_traj:.1e} A, |metatomic - plain| {vs_metatomic:.1e} A; "
+        f"load avg {os.getloadavg()[0]:.2f}"
+    )
 
     out = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
         "load_avg_1min_end": os.getloadavg()[0],
-        "model": MODEL, "n_atoms": len(template), "steps": steps, "timestep_fs": 2.0,
-        "temperature_K": 300, "repeats": repeats, "monitor": {"every": 10, "rotations": 2, "seed": 0},
-        "variants": {name: {"median_s": med[name], "min_s": min(times[name]), "times_s": times[name],
-                            "ms_per_step": 1e3 * med[name] / steps} for name in variants},
-        "monitored_over_plain": ratio, "goal_met": ratio <= 1.2,
-        "checks_per_run": n_checks, "events_per_run": n_events,
+        "model": MODEL,
+        "n_atoms": len(template),
+        "steps": steps,
+        "timestep_fs": 2.0,
+        "temperature_K": 300,
+        "repeats": repeats,
+        "monitor": {"every": 10, "rotations": 2, "seed": 0},
+        "variants": {
+            name: {
+                "median_s": med[name],
+                "min_s": min(times[name]),
+                "times_s": times[name],
+                "ms_per_step": 1e3 * med[name] / steps,
+            }
+            for name in variants
+        },
+        "monitored_over_plain": ratio,
+        "goal_met": ratio <= 1.2,
+        "checks_per_run": n_checks,
+        "events_per_run": n_events,
         "max_final_position_diff_monitored_plain": same_traj,
         "max_final_position_diff_metatomic_plain": vs_metatomic,
     }
-    json_path = pathlib.Path(args.json or RESULTS / f"bench_monitor{'_quick' if args.quick else ''}.json")
+    json_path = pathlib.Path(
+        args.json or RESULTS / f"bench_monitor{'_quick' if args.quick else ''}.json"
+    )
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(out, indent=1))
     print(f"\nwrote {json_path}")

@@ -48,8 +48,13 @@ def run(model, seed: int, temperature: float, max_steps: int) -> dict:
         if unphysical(atoms):
             bad = dyn.nsteps
     flag = monitor.events[0] if monitor.events else None
-    return {"seed": seed, "first_flag": flag and flag["step"], "metric": flag and flag["metric"],
-            "first_unphysical": bad, "lead_steps": (bad - flag["step"]) if (flag and bad) else None}
+    return {
+        "seed": seed,
+        "first_flag": flag and flag["step"],
+        "metric": flag and flag["metric"],
+        "first_unphysical": bad,
+        "lead_steps": (bad - flag["step"]) if (flag and bad) else None,
+    }
 
 
 def main() -> None:
@@ -57,7 +62,10 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=5000.0)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--max-steps", type=int, default=600)
-    parser.add_argument("--json", default=str(pathlib.Path(__file__).parent / "results" / "monitor_early_warning.json"))
+    parser.add_argument(
+        "--json",
+        default=str(pathlib.Path(__file__).parent / "results" / "monitor_early_warning.json"),
+    )
     args = parser.parse_args()
     model = models.load(models.shipped_model())
     with warnings.catch_warnings():
@@ -66,8 +74,12 @@ def main() -> None:
     print(f"T = {args.temperature:g} K")
     print(f"{'seed':>4} {'first flag':>10} {'metric':>14} {'unphysical':>11} {'lead':>6}")
     for r in rows:
-        print(f"{r['seed']:>4} {str(r['first_flag']):>10} {str(r['metric']):>14} {str(r['first_unphysical']):>11} {str(r['lead_steps']):>6}")
-    pathlib.Path(args.json).write_text(json.dumps({"temperature": args.temperature, "rows": rows}, indent=1))
+        print(
+            f"{r['seed']:>4} {str(r['first_flag']):>10} {str(r['metric']):>14} {str(r['first_unphysical']):>11} {str(r['lead_steps']):>6}"
+        )
+    pathlib.Path(args.json).write_text(
+        json.dumps({"temperature": args.temperature, "rows": rows}, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -39,9 +39,12 @@ def run(model, mode: str, steps: int, dt_fs: float, degree: int) -> dict:
     dyn.run(steps)
     t_ps = np.arange(len(energies)) * dt_fs / 1000
     slope = np.polyfit(t_ps, np.array(energies), 1)[0]
-    return {"mode": mode, "drift_meV_per_atom_per_ps": 1000 * slope,
-            "max_deviation_meV_per_atom": 1000 * float(np.ptp(energies)),
-            "seconds": time.perf_counter() - start}
+    return {
+        "mode": mode,
+        "drift_meV_per_atom_per_ps": 1000 * slope,
+        "max_deviation_meV_per_atom": 1000 * float(np.ptp(energies)),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def main() -> None:
@@ -49,14 +52,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--dt", type=float, default=1.0, help="fs")
     parser.add_argument("--degree", type=int, default=3)
-    parser.add_argument("--json", default=str(pathlib.Path(__file__).parent / "results" / "nve_drift.json"))
+    parser.add_argument(
+        "--json", default=str(pathlib.Path(__file__).parent / "results" / "nve_drift.json")
+    )
     args = parser.parse_args()
     model = models.load(models.shipped_model())
-    rows = [run(model, mode, args.steps, args.dt, args.degree) for mode in ("none", "project", "average")]
+    rows = [
+        run(model, mode, args.steps, args.dt, args.degree)
+        for mode in ("none", "project", "average")
+    ]
     print(f"{'mode':<10}{'drift meV/atom/ps':>20}{'max dev meV/atom':>18}{'s':>8}")
     for r in rows:
-        print(f"{r['mode']:<10}{r['drift_meV_per_atom_per_ps']:>20.4f}{r['max_deviation_meV_per_atom']:>18.4f}{r['seconds']:>8.1f}")
-    pathlib.Path(args.json).write_text(json.dumps({"steps": args.steps, "dt_fs": args.dt, "degree": args.degree, "rows": rows}, indent=1))
+        print(
+            f"{r['mode']:<10}{r['drift_meV_per_atom_per_ps']:>20.4f}{r['max_deviation_meV_per_atom']:>18.4f}{r['seconds']:>8.1f}"
+        )
+    pathlib.Path(args.json).write_text(
+        json.dumps(
+            {"steps": args.steps, "dt_fs": args.dt, "degree": args.degree, "rows": rows}, indent=1
+        )
+    )
 
 
 if __name__ == "__main__":

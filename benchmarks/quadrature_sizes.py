@@ -35,7 +35,9 @@ def max_exact_degree(q: o3.Quadrature, up_to: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-degree", type=int, default=9)
-    parser.add_argument("--json", default=str(pathlib.Path(__file__).parent / "results" / "quadrature_sizes.json"))
+    parser.add_argument(
+        "--json", default=str(pathlib.Path(__file__).parent / "results" / "quadrature_sizes.json")
+    )
     args = parser.parse_args()
     rows = []
     for degree in range(1, args.max_degree + 1):

@@ -24,8 +24,12 @@ atoms = ase.build.bulk("Cu", "fcc", a=3.7, cubic=True) * (2, 2, 2)
 rng = np.random.default_rng(0)
 atoms.numbers[rng.random(len(atoms)) < 0.3] = 13
 
-monitor = Monitor(every=5, action="symmetrize", log="adaptive_md.csv", seed=0, back_off=True, timestep=2.0)
-calc = SymmetryCalculator(models.shipped_model(), symmetrize="adaptive", quadrature=2, monitor=monitor)
+monitor = Monitor(
+    every=5, action="symmetrize", log="adaptive_md.csv", seed=0, back_off=True, timestep=2.0
+)
+calc = SymmetryCalculator(
+    models.shipped_model(), symmetrize="adaptive", quadrature=2, monitor=monitor
+)
 atoms.calc = calc
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

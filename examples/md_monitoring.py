@@ -29,5 +29,7 @@ Langevin(atoms, 2 * units.fs, temperature_K=300, friction=0.02, rng=rng).run(ste
 
 rel = [row["rel_forces"] for row in monitor.history]
 print(f"{steps} steps, {len(monitor.history)} checks, {len(monitor.events)} flags")
-print(f"relative force equivariance error A_F/F: median {np.median(rel):.3e}, max {np.max(rel):.3e}")
+print(
+    f"relative force equivariance error A_F/F: median {np.median(rel):.3e}, max {np.max(rel):.3e}"
+)
 print("log: md_monitoring.csv (plot it with: symmd plot md_monitoring.csv -o md.png)")

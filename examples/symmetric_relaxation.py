@@ -27,8 +27,12 @@ for mode in ("none", "average"):
     atoms.calc = SymmetryCalculator(model, symmetrize=mode, quadrature=3)
     f0 = np.abs(atoms.get_forces()).max()
     s0 = atoms.get_stress()
-    BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=1e-3, steps=3 if os.environ.get("SYMMD_EXAMPLE_QUICK") else 100)
+    BFGS(FrechetCellFilter(atoms), logfile=None).run(
+        fmax=1e-3, steps=3 if os.environ.get("SYMMD_EXAMPLE_QUICK") else 100
+    )
     lengths = atoms.cell.cellpar()
-    print(f"{mode:>8}: max |F| on the perfect lattice {f0:.2e} eV/A, shear stress "
-          f"{np.abs(s0[3:]).max():.2e} eV/A^3; relaxed cell {lengths[:3].round(5)} "
-          f"angles {lengths[3:].round(4)}, anisotropy {np.ptp(lengths[:3]):.2e} A")
+    print(
+        f"{mode:>8}: max |F| on the perfect lattice {f0:.2e} eV/A, shear stress "
+        f"{np.abs(s0[3:]).max():.2e} eV/A^3; relaxed cell {lengths[:3].round(5)} "
+        f"angles {lengths[3:].round(4)}, anisotropy {np.ptp(lengths[:3]):.2e} A"
+    )

@@ -25,7 +25,7 @@ never read out, yet attention makes it vary with orientation), so
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -81,12 +81,15 @@ class LayerCapture:
             label = name if count == 0 else f"{name}#{count}"
             for key, tensor in _tensors(output, label):
                 chunk.setdefault(key, []).append(tensor.detach().cpu())
+
         return hook
 
-    def __enter__(self) -> "LayerCapture":
+    def __enter__(self) -> LayerCapture:
         self._chunks, self._calls = [], []
         self._handles = [self.root.register_forward_pre_hook(self._start_chunk)]
-        self._handles += [module.register_forward_hook(self._hook(name)) for name, module in self.modules.items()]
+        self._handles += [
+            module.register_forward_hook(self._hook(name)) for name, module in self.modules.items()
+        ]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -109,7 +112,9 @@ class LayerCapture:
             for chunk, n_copies in zip(self._chunks, chunk_sizes):
                 tensors = chunk.get(label, [])
                 if len(tensors) != 1:
-                    raise ValueError(f"the layer output {label!r} was captured {len(tensors)} times in one chunk")
+                    raise ValueError(
+                        f"the layer output {label!r} was captured {len(tensors)} times in one chunk"
+                    )
                 value = tensors[0]
                 if value.ndim == 0 or value.shape[0] % n_copies:
                     raise ValueError(
@@ -129,7 +134,9 @@ class LayerCapture:
         return out
 
 
-def drop_padding(feats: torch.Tensor, shape: tuple, neighbor_counts: Sequence[torch.Tensor]) -> torch.Tensor:
+def drop_padding(
+    feats: torch.Tensor, shape: tuple, neighbor_counts: Sequence[torch.Tensor]
+) -> torch.Tensor:
     """Keep the real neighbour slots of a padded ``[N, M, ...]`` layout.
 
     ``feats [K, F]`` with one copy of shape ``shape``; ``neighbor_counts``:

@@ -7,7 +7,7 @@ with the non-interactive Agg backend.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,7 +30,11 @@ def pyplot():
 
 def _label(name: str, width: int = 34) -> str:
     """A short panel title: metatrain's ``backend.`` and ``mtt::aux::`` dropped."""
-    name = name.replace("layer:backend.", "layer ").replace("layer:", "layer ").replace("mtt::aux::", "")
+    name = (
+        name.replace("layer:backend.", "layer ")
+        .replace("layer:", "layer ")
+        .replace("mtt::aux::", "")
+    )
     return name if len(name) <= width else name[: width - 3] + "..."
 
 
@@ -57,14 +61,22 @@ def spectrum_figure(spectra: dict, max_lambda: int, path, title: str = "") -> No
             values = np.array([spec[(lam, sigma)] for lam in lams]).clip(_FLOOR)  # [lam, S]
             if values.shape[1] > 1:
                 ax.plot(lams, values, style, color=color, alpha=0.15, lw=0.8)
-            ax.plot(lams, values.mean(axis=1), style, color=color, lw=2, marker="o", ms=3,
-                    label="polar (σ=+1)" if sigma > 0 else "axial (σ=-1)")  # fmt: skip
+            ax.plot(
+                lams,
+                values.mean(axis=1),
+                style,
+                color=color,
+                lw=2,
+                marker="o",
+                ms=3,
+                label="polar (σ=+1)" if sigma > 0 else "axial (σ=-1)",
+            )
         ax.set_yscale("log")
         ax.set_ylim(bottom=max(_FLOOR, ax.get_ylim()[0]), top=1.5)
         ax.set_title(_label(name), fontsize=9)
         ax.set_xlabel("λ")
         ax.set_xticks(lams)
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.axis("off")
     axes[0][0].set_ylabel("B_λσ / Σ B")
     axes[0][0].legend(fontsize=7)
@@ -75,7 +87,9 @@ def spectrum_figure(spectra: dict, max_lambda: int, path, title: str = "") -> No
     plt.close(fig)
 
 
-def training_figure(runs: dict, names: Sequence[str], max_lambda: int, path, title: str = "") -> None:
+def training_figure(
+    runs: dict, names: Sequence[str], max_lambda: int, path, title: str = ""
+) -> None:
     """Heatmaps of the spectrum along training: one row per run, one column
     per property or layer; x the epoch, y lambda (both parities, sigma = -1
     rows marked with a prime), colour the mean fraction on a log scale. With
@@ -91,8 +105,9 @@ def training_figure(runs: dict, names: Sequence[str], max_lambda: int, path, tit
     labels = list(runs)
     compare = len(labels) == 2 and list(runs[labels[0]][0]) == list(runs[labels[1]][0])
     rows, columns = len(runs) + compare, len(names)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.5 * columns + 1.2, 2.5 * rows + 0.4),
-                             squeeze=False, sharey=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(2.5 * columns + 1.2, 2.5 * rows + 0.4), squeeze=False, sharey=True
+    )
     sectors = [(lam, sigma) for lam in range(max_lambda + 1) for sigma in (1, -1)]
     ylabels = [f"{lam}" + ("" if sigma > 0 else "'") for lam, sigma in sectors]
 
@@ -100,8 +115,14 @@ def training_figure(runs: dict, names: Sequence[str], max_lambda: int, path, tit
         return np.array([runs[label][1][name][b] for b in sectors]).clip(_FLOOR)  # [sectors, E]
 
     def draw(ax, values, epochs, **style):
-        image = ax.imshow(values, aspect="auto", origin="lower", interpolation="nearest",
-                          extent=(-0.5, len(epochs) - 0.5, -0.5, len(sectors) - 0.5), **style)  # fmt: skip
+        image = ax.imshow(
+            values,
+            aspect="auto",
+            origin="lower",
+            interpolation="nearest",
+            extent=(-0.5, len(epochs) - 0.5, -0.5, len(sectors) - 0.5),
+            **style,
+        )
         ax.set_xticks(range(len(epochs)))
         ax.set_xticklabels([str(e) for e in epochs], fontsize=6, rotation=90)
         return image
@@ -113,10 +134,14 @@ def training_figure(runs: dict, names: Sequence[str], max_lambda: int, path, tit
             if name not in spectra:
                 ax.axis("off")
                 continue
-            image = draw(ax, grid(label, name), epochs, norm=LogNorm(vmin=1e-8, vmax=1.0), cmap="magma")
+            image = draw(
+                ax, grid(label, name), epochs, norm=LogNorm(vmin=1e-8, vmax=1.0), cmap="magma"
+            )
         if compare and all(name in runs[k][1] for k in labels):
             ratio = np.log10(grid(labels[1], name) / grid(labels[0], name))
-            ratio_image = draw(axes[-1][c], ratio, runs[labels[0]][0], vmin=-1.5, vmax=1.5, cmap="RdBu_r")
+            ratio_image = draw(
+                axes[-1][c], ratio, runs[labels[0]][0], vmin=-1.5, vmax=1.5, cmap="RdBu_r"
+            )
         elif compare:
             axes[-1][c].axis("off")
         axes[0][c].set_title(_label(name, 28), fontsize=8)

@@ -25,9 +25,8 @@ Units and signs follow ASE: eV, eV/A, eV/A^3 (stress in Voigt order
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import logging
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -160,7 +159,9 @@ class SymmetryCalculator(Calculator):
         tolerance = self.tolerance
         if isinstance(tolerance, dict) and not atoms.pbc.all():  # no stress to judge
             tolerance = {k: v for k, v in tolerance.items() if k != "stress"}
-        rec = recommend_quadrature(self.model, atoms, tolerance, reorient=self.reorient, batch_size=self.batch_size)
+        rec = recommend_quadrature(
+            self.model, atoms, tolerance, reorient=self.reorient, batch_size=self.batch_size
+        )
         self.recommendation, self.quadrature = rec, rec.quadrature
         _LOG.info("symmd: quadrature='auto' chose %s", rec)
         return rec.quadrature
@@ -178,7 +179,9 @@ class SymmetryCalculator(Calculator):
         for key, value in out.items():
             results[key] = metrics.average(value, q, _KINDS[key]).cpu().numpy()
             if key != "energies":
-                errors[f"equivariance_error_{key}"] = metrics.equivariance_error(value, q, _KINDS[key]).cpu().numpy()
+                errors[f"equivariance_error_{key}"] = (
+                    metrics.equivariance_error(value, q, _KINDS[key]).cpu().numpy()
+                )
         results.update({k: (float(v) if v.ndim == 0 else v) for k, v in errors.items()})
         return results
 
@@ -192,7 +195,9 @@ class SymmetryCalculator(Calculator):
         if self.monitor is not None:
             self.monitor.check(self, self.atoms, props)
             if self.mode != mode:  # the monitor switched modes: redo this step
-                diagnostics = {k: v for k, v in self.results.items() if k.startswith("equivariance_error")}
+                diagnostics = {
+                    k: v for k, v in self.results.items() if k.startswith("equivariance_error")
+                }
                 self._fill(self.mode, props)
                 for key, value in diagnostics.items():
                     self.results.setdefault(key, value)
@@ -203,11 +208,15 @@ class SymmetryCalculator(Calculator):
         atoms = self.atoms
         results = self._average(atoms, props) if mode == "average" else self._raw(atoms, props)
         if mode == "project":
-            results["forces"] = project_forces(results["forces"], atoms.positions, torque=not atoms.pbc.any())
+            results["forces"] = project_forces(
+                results["forces"], atoms.positions, torque=not atoms.pbc.any()
+            )
         energy = float(results.pop("energy"))
         self.results = {"energy": energy, "free_energy": energy, "forces": results.pop("forces")}
         if "stress" in results:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(symmetrize_stress(results.pop("stress")))
+            self.results["stress"] = full_3x3_to_voigt_6_stress(
+                symmetrize_stress(results.pop("stress"))
+            )
         self.results.update(results)
 
     # -- adaptive switching ---------------------------------------------
@@ -218,7 +227,9 @@ class SymmetryCalculator(Calculator):
         if mode not in ("none", "project", "average"):
             raise ValueError(f"mode must be 'none', 'project' or 'average', got {mode!r}")
         if mode != self.mode:
-            self.switches.append({"call": self.n_calls, "from": self.mode, "to": mode, "reason": reason})
+            self.switches.append(
+                {"call": self.n_calls, "from": self.mode, "to": mode, "reason": reason}
+            )
             self.mode = mode
 
     def _mirror(self, atoms) -> None:

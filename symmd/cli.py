@@ -10,7 +10,8 @@ import argparse
 import csv
 import sys
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 __all__ = ["main"]
 
@@ -56,10 +57,23 @@ def _md(args) -> int:
     rng = np.random.default_rng(args.seed)
     monitor = None
     if args.monitor_every > 0:
-        monitor = Monitor(every=args.monitor_every, action=args.action, log=args.log, seed=args.seed,
-                          ensemble=args.ensemble, timestep=args.timestep)  # fmt: skip
-    calc = SymmetryCalculator(_model(args.model), symmetrize=args.symmetrize, quadrature=args.degree,
-                              tolerance=args.tolerance, monitor=monitor, device=args.device, seed=args.seed)  # fmt: skip
+        monitor = Monitor(
+            every=args.monitor_every,
+            action=args.action,
+            log=args.log,
+            seed=args.seed,
+            ensemble=args.ensemble,
+            timestep=args.timestep,
+        )
+    calc = SymmetryCalculator(
+        _model(args.model),
+        symmetrize=args.symmetrize,
+        quadrature=args.degree,
+        tolerance=args.tolerance,
+        monitor=monitor,
+        device=args.device,
+        seed=args.seed,
+    )
     atoms.calc = calc
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -102,8 +116,11 @@ def _md(args) -> int:
     bar.close()
     if calc.recommendation is not None:
         print(f"symmd md: --degree auto chose {calc.recommendation}")
-    print(f"symmd md: {args.steps} steps done, mode {calc.mode}, "
-          f"{len(monitor.events) if monitor else 0} flags" + (f"; log: {args.log}" if args.log and monitor else ""))  # fmt: skip
+    print(
+        f"symmd md: {args.steps} steps done, mode {calc.mode}, "
+        f"{len(monitor.events) if monitor else 0} flags"
+        + (f"; log: {args.log}" if args.log and monitor else "")
+    )
     return 0
 
 
@@ -114,8 +131,15 @@ def _diagnose(args) -> int:
     for path in args.structures or [None]:
         read = _read(path, index=":") if path else [default_structure()]
         frames.extend(read)
-    result = diagnose(_model(args.model), frames, max_lambda=args.max_lambda, quadrature=args.degree,
-                      properties=args.properties, layers=args.layers, batch_size=args.batch_size)  # fmt: skip
+    result = diagnose(
+        _model(args.model),
+        frames,
+        max_lambda=args.max_lambda,
+        quadrature=args.degree,
+        properties=args.properties,
+        layers=args.layers,
+        batch_size=args.batch_size,
+    )
     print(result.table())
     if args.json:
         result.to_json(args.json)
@@ -137,9 +161,15 @@ def _training(args) -> int:
     for spec in args.runs:
         label, _, folder = spec.rpartition("=")
         label = label or folder.rstrip("/").split("/")[-1]
-        runs[label] = diagnose_training(folder, frames, max_lambda=args.max_lambda, quadrature=args.degree,
-                                        properties=args.properties, layers=args.layers,
-                                        batch_size=args.batch_size)  # fmt: skip
+        runs[label] = diagnose_training(
+            folder,
+            frames,
+            max_lambda=args.max_lambda,
+            quadrature=args.degree,
+            properties=args.properties,
+            layers=args.layers,
+            batch_size=args.batch_size,
+        )
         print(f"== {label}: {len(runs[label].epochs)} checkpoints, {len(frames)} structures")
         print(runs[label].table())
     if args.json:
@@ -157,7 +187,9 @@ def _degree(text: str):
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer degree or 'auto', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be an integer degree or 'auto', got {text!r}"
+        ) from None
 
 
 def plot_log(log: str, figure: str) -> None:
@@ -207,62 +239,136 @@ def _plot(args) -> int:
 
 def _spectrum_options(parser: argparse.ArgumentParser) -> None:
     """The options that ``diagnose`` and ``training`` pass to symmd.diagnose."""
-    parser.add_argument("--max-lambda", type=int, default=4, help="highest order of the spectrum (default 4)")
+    parser.add_argument(
+        "--max-lambda", type=int, default=4, help="highest order of the spectrum (default 4)"
+    )
     parser.add_argument("--degree", type=int, help="quadrature degree (default 2 x max-lambda)")
-    parser.add_argument("--properties", nargs="+", help="outputs to diagnose (default: all the model has)")
-    parser.add_argument("--layers", nargs="+", help="submodules of an eager model (.ckpt) to diagnose too")
+    parser.add_argument(
+        "--properties", nargs="+", help="outputs to diagnose (default: all the model has)"
+    )
+    parser.add_argument(
+        "--layers", nargs="+", help="submodules of an eager model (.ckpt) to diagnose too"
+    )
     parser.add_argument("--batch-size", type=int, help="rotated copies per model call")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="symmd", description="Measure and restore the rotational symmetry of ML potentials in MD.")
+    parser = argparse.ArgumentParser(
+        prog="symmd",
+        description="Measure and restore the rotational symmetry of ML potentials in MD.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    md = sub.add_parser("md", help="run monitored MD", description="Run MD with a (symmetrized) model; the monitor stops an unstable run.")
-    md.add_argument("structure", nargs="?", help="structure file read by ASE (default: a built-in 32-atom Cu/Al cell)")
-    md.add_argument("--model", help="metatomic .pt file or a shipped model name (default: pet-emt-cual)")
+    md = sub.add_parser(
+        "md",
+        help="run monitored MD",
+        description="Run MD with a (symmetrized) model; the monitor stops an unstable run.",
+    )
+    md.add_argument(
+        "structure",
+        nargs="?",
+        help="structure file read by ASE (default: a built-in 32-atom Cu/Al cell)",
+    )
+    md.add_argument(
+        "--model", help="metatomic .pt file or a shipped model name (default: pet-emt-cual)"
+    )
     md.add_argument("--steps", type=int, default=200, help="number of MD steps (default 200)")
     md.add_argument("--timestep", type=float, default=2.0, help="time step in fs (default 2)")
-    md.add_argument("--temperature", type=float, default=300.0, help="temperature in K (default 300)")
-    md.add_argument("--ensemble", choices=["nve", "langevin"], default="langevin", help="default langevin")
-    md.add_argument("--friction", type=float, default=0.02, help="Langevin friction in 1/fs (default 0.02)")
-    md.add_argument("--symmetrize", choices=["none", "project", "average", "adaptive"], default="none")
-    md.add_argument("--degree", type=_degree, default=3,
-                    help="quadrature degree for averaging, or 'auto' (smallest rule within --tolerance; default 3)")  # fmt: skip
-    md.add_argument("--tolerance", type=float, default=1e-3,
-                    help="with --degree auto: largest RMS force residual of the average, eV/A (default 1e-3)")  # fmt: skip
-    md.add_argument("--monitor-every", type=int, default=10, help="check every N steps; 0 turns the monitor off (default 10)")
-    md.add_argument("--action", choices=["warn", "raise", "symmetrize"], default="raise", help="reaction to a flagged step (default raise)")
-    md.add_argument("--log", default="symmd-md.csv", help="CSV log of the monitor (default symmd-md.csv)")
+    md.add_argument(
+        "--temperature", type=float, default=300.0, help="temperature in K (default 300)"
+    )
+    md.add_argument(
+        "--ensemble", choices=["nve", "langevin"], default="langevin", help="default langevin"
+    )
+    md.add_argument(
+        "--friction", type=float, default=0.02, help="Langevin friction in 1/fs (default 0.02)"
+    )
+    md.add_argument(
+        "--symmetrize", choices=["none", "project", "average", "adaptive"], default="none"
+    )
+    md.add_argument(
+        "--degree",
+        type=_degree,
+        default=3,
+        help="quadrature degree for averaging, or 'auto' (smallest rule within --tolerance; default 3)",
+    )
+    md.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        help="with --degree auto: largest RMS force residual of the average, eV/A (default 1e-3)",
+    )
+    md.add_argument(
+        "--monitor-every",
+        type=int,
+        default=10,
+        help="check every N steps; 0 turns the monitor off (default 10)",
+    )
+    md.add_argument(
+        "--action",
+        choices=["warn", "raise", "symmetrize"],
+        default="raise",
+        help="reaction to a flagged step (default raise)",
+    )
+    md.add_argument(
+        "--log", default="symmd-md.csv", help="CSV log of the monitor (default symmd-md.csv)"
+    )
     md.add_argument("--trajectory", help="extxyz trajectory to write")
-    md.add_argument("--trajectory-every", type=int, default=10, help="write every N steps (default 10)")
+    md.add_argument(
+        "--trajectory-every", type=int, default=10, help="write every N steps (default 10)"
+    )
     md.add_argument("--device", help="torch device (default: the model's preferred)")
     md.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
     md.set_defaults(run=_md)
 
-    diag = sub.add_parser("diagnose", help="equivariance error and character spectrum", description="Equivariance error and character spectrum of every output.")
-    diag.add_argument("structures", nargs="*", help="structure files (all frames are used; default: the built-in cell)")
-    diag.add_argument("--model", help="metatomic .pt file or a shipped model name (default: pet-emt-cual)")
+    diag = sub.add_parser(
+        "diagnose",
+        help="equivariance error and character spectrum",
+        description="Equivariance error and character spectrum of every output.",
+    )
+    diag.add_argument(
+        "structures",
+        nargs="*",
+        help="structure files (all frames are used; default: the built-in cell)",
+    )
+    diag.add_argument(
+        "--model", help="metatomic .pt file or a shipped model name (default: pet-emt-cual)"
+    )
     _spectrum_options(diag)
     diag.add_argument("--json", help="write the result as JSON")
     diag.add_argument("--plot", help="write the spectra as a figure")
     diag.set_defaults(run=_diagnose)
 
-    train = sub.add_parser("training", help="spectra along a training run (heatmaps lambda x epoch)",
-                           description="Character spectra of every output and layer along checkpoint series; "
-                                       "one heatmap row per run, and their log ratio for two runs.")  # fmt: skip
-    train.add_argument("runs", nargs="+", metavar="[LABEL=]FOLDER",
-                       help="folder of checkpoints (*.ckpt, else *.pt) named with their epoch, e.g. epoch_012.ckpt")  # fmt: skip
+    train = sub.add_parser(
+        "training",
+        help="spectra along a training run (heatmaps lambda x epoch)",
+        description="Character spectra of every output and layer along checkpoint series; "
+        "one heatmap row per run, and their log ratio for two runs.",
+    )
+    train.add_argument(
+        "runs",
+        nargs="+",
+        metavar="[LABEL=]FOLDER",
+        help="folder of checkpoints (*.ckpt, else *.pt) named with their epoch, e.g. epoch_012.ckpt",
+    )
     train.add_argument("--structures", required=True, help="structure file read by ASE")
-    train.add_argument("--index", default=":", help="ASE index of the frames to use (default ':', all)")
+    train.add_argument(
+        "--index", default=":", help="ASE index of the frames to use (default ':', all)"
+    )
     _spectrum_options(train)
-    train.add_argument("--names", nargs="+", help="outputs/layers shown in the figure (default: all)")
+    train.add_argument(
+        "--names", nargs="+", help="outputs/layers shown in the figure (default: all)"
+    )
     train.add_argument("--json", help="write every spectrum as JSON")
     train.add_argument("--plot", help="write the heatmaps as a figure")
     train.set_defaults(run=_training)
 
-    plot = sub.add_parser("plot", help="plot a monitor log", description="Plot the equivariance error, temperature and energy of a monitor log.")
+    plot = sub.add_parser(
+        "plot",
+        help="plot a monitor log",
+        description="Plot the equivariance error, temperature and energy of a monitor log.",
+    )
     plot.add_argument("log", help="CSV log written by symmd md / Monitor")
     plot.add_argument("-o", "--output", required=True, help="figure file (png, pdf, ...)")
     plot.set_defaults(run=_plot)
@@ -274,7 +380,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name in ("steps", "monitor_every", "trajectory_every"):
         value = getattr(args, name, None)
         if value is not None and value < 0:
-            print(f"symmd {args.command}: error: --{name.replace('_', '-')} must be >= 0, got {value}", file=sys.stderr)
+            print(
+                f"symmd {args.command}: error: --{name.replace('_', '-')} must be >= 0, got {value}",
+                file=sys.stderr,
+            )
             return 2
     try:
         return args.run(args)

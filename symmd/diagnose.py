@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import ase
 import numpy as np
@@ -46,7 +47,14 @@ from .recommend import predict_residuals, trusted_degrees
 
 __all__ = ["diagnose", "Diagnosis"]
 
-_PHYSICAL = ("energy", "forces", "stress", "non_conservative_force", "non_conservative_forces", "non_conservative_stress")
+_PHYSICAL = (
+    "energy",
+    "forces",
+    "stress",
+    "non_conservative_force",
+    "non_conservative_forces",
+    "non_conservative_stress",
+)
 _N_COMP = {"scalar": 0, "vector": 1, "rank2": 2, "spherical": 1}
 _BLOCK = 4_000_000  # float64 values per block when reducing wide outputs
 
@@ -80,16 +88,22 @@ class Diagnosis:
 
         props = {}
         for name, entry in self.properties.items():
-            spectrum = {f"{lam},{sigma}": floats(v) for (lam, sigma), v in entry["spectrum"].items()}
+            spectrum = {
+                f"{lam},{sigma}": floats(v) for (lam, sigma), v in entry["spectrum"].items()
+            }
             props[name] = {
                 "kind": entry["kind"],
                 "error": floats(entry["error"]),
                 "spectrum": spectrum,
                 "rest": floats(entry["rest"]),
-                "mean": {"error": float(np.mean(entry["error"])),
-                         **{k: float(np.mean(v)) for k, v in spectrum.items()}},  # fmt: skip
-                "std": {"error": float(np.std(entry["error"])),
-                        **{k: float(np.std(v)) for k, v in spectrum.items()}},  # fmt: skip
+                "mean": {
+                    "error": float(np.mean(entry["error"])),
+                    **{k: float(np.mean(v)) for k, v in spectrum.items()},
+                },
+                "std": {
+                    "error": float(np.std(entry["error"])),
+                    **{k: float(np.std(v)) for k, v in spectrum.items()},
+                },
             }
             if "residual" in entry:
                 props[name]["residual"] = {str(k): floats(v) for k, v in entry["residual"].items()}
@@ -109,36 +123,54 @@ class Diagnosis:
         q = self.quadrature
         lines = [f"quadrature {q.name} ({len(q)} elements, degree {q.degree})"]
         sectors = [(lam, s) for lam in range(self.max_lambda + 1) for s in (1, -1)]
-        lines.append(f"{'property':<34}{'A (mean)':>11} " + " ".join(f"{lam}{'+' if s > 0 else '-'}".rjust(8) for lam, s in sectors))
+        lines.append(
+            f"{'property':<34}{'A (mean)':>11} "
+            + " ".join(f"{lam}{'+' if s > 0 else '-'}".rjust(8) for lam, s in sectors)
+        )
         for name, entry in self.properties.items():
             fractions = " ".join(f"{np.mean(entry['spectrum'][k]):8.1e}" for k in sectors)
             shown = name if len(name) <= 33 else name[:30] + "..."
             lines.append(f"{shown:<34}{np.mean(entry['error']):11.3e} {fractions}")
         residuals = {n: e["residual"] for n, e in self.properties.items() if e.get("residual")}
         if residuals:
-            lines.append("predicted twirl residual (mean over structures) of symmd.o3.quadrature(L):")
+            lines.append(
+                "predicted twirl residual (mean over structures) of symmd.o3.quadrature(L):"
+            )
             for name, res in residuals.items():
-                lines.append(f"  {name:<32}" + "  ".join(f"L={L}: {np.mean(v):.2e}" for L, v in res.items()))
+                lines.append(
+                    f"  {name:<32}" + "  ".join(f"L={L}: {np.mean(v):.2e}" for L, v in res.items())
+                )
         return "\n".join(lines)
 
     def plot(self, path, title: str = "") -> None:
         """Spectra per property in the style of the paper's Fig. 2: mean line,
         faint per-structure lines, sigma = +1 solid, -1 dashed, log scale."""
         spectra = {name: entry["spectrum"] for name, entry in self.properties.items()}
-        spectrum_figure(spectra, self.max_lambda, path, title or f"{self.quadrature.name}, {len(self.quadrature)} rotations")
+        spectrum_figure(
+            spectra,
+            self.max_lambda,
+            path,
+            title or f"{self.quadrature.name}, {len(self.quadrature)} rotations",
+        )
 
 
 def _summarize(u, q, kind, max_lambda, rows, n_structures, residual_degrees=()):
     """Error, spectrum and rest per structure of ``u [K, R, ...]``, whose row
     ``r`` belongs to structure ``rows[r]``."""
-    n_comp = _N_COMP[kind]
+    _N_COMP[kind]
     n_rows = u.shape[1]
     flat = u.reshape(u.shape[0], n_rows, -1)
 
     def per_structure(x):  # [R] -> [S]
-        return torch.zeros(n_structures, dtype=torch.float64).index_add(0, rows, x.to(torch.float64).cpu())
+        return torch.zeros(n_structures, dtype=torch.float64).index_add(
+            0, rows, x.to(torch.float64).cpu()
+        )
 
-    spec = {(lam, s): torch.zeros(n_rows, dtype=torch.float64) for lam in range(max_lambda + 1) for s in (1, -1)}
+    spec = {
+        (lam, s): torch.zeros(n_rows, dtype=torch.float64)
+        for lam in range(max_lambda + 1)
+        for s in (1, -1)
+    }
     norm2 = torch.zeros(n_rows, dtype=torch.float64)
     w = q.weights.to(u.device)
     step = max(1, _BLOCK // (flat.shape[0] * n_rows))
@@ -165,8 +197,10 @@ def _summarize(u, q, kind, max_lambda, rows, n_structures, residual_degrees=()):
     }
     if residual_degrees:
         predicted = predict_residuals(u, q, kind, residual_degrees)
-        entry["residual"] = {L: (per_structure(r.reshape(n_rows, -1).pow(2).mean(1)) / counts).sqrt().numpy()
-                             for L, r in predicted.items()}  # fmt: skip
+        entry["residual"] = {
+            L: (per_structure(r.reshape(n_rows, -1).pow(2).mean(1)) / counts).sqrt().numpy()
+            for L, r in predicted.items()
+        }
     return entry
 
 
@@ -184,7 +218,9 @@ def _full_list_counts(adapter, atoms) -> list[torch.Tensor]:
 def _rows(out, name, n_atoms):
     """Row -> structure map of one response (atoms or structures)."""
     n = len(n_atoms)
-    return torch.repeat_interleave(torch.arange(n), n_atoms) if out.per_atom[name] else torch.arange(n)
+    return (
+        torch.repeat_interleave(torch.arange(n), n_atoms) if out.per_atom[name] else torch.arange(n)
+    )
 
 
 def _merge(entries: list[dict]) -> dict:
@@ -193,9 +229,13 @@ def _merge(entries: list[dict]) -> dict:
     merged = {"kind": first["kind"]}
     for key in ("error", "rest"):
         merged[key] = np.concatenate([e[key] for e in entries])
-    merged["spectrum"] = {b: np.concatenate([e["spectrum"][b] for e in entries]) for b in first["spectrum"]}
+    merged["spectrum"] = {
+        b: np.concatenate([e["spectrum"][b] for e in entries]) for b in first["spectrum"]
+    }
     if "residual" in first:
-        merged["residual"] = {L: np.concatenate([e["residual"][L] for e in entries]) for L in first["residual"]}
+        merged["residual"] = {
+            L: np.concatenate([e["residual"][L] for e in entries]) for L in first["residual"]
+        }
     return merged
 
 
@@ -253,7 +293,9 @@ def diagnose(
         for name, u in out.items():
             u = u.unsqueeze(1) if (len(group) == 1 and not out.per_atom[name]) else u
             deg = residual_degrees if name in _PHYSICAL else ()
-            entry = _summarize(u, q, out.kinds[name], max_lambda, _rows(out, name, n_atoms), len(group), deg)
+            entry = _summarize(
+                u, q, out.kinds[name], max_lambda, _rows(out, name, n_atoms), len(group), deg
+            )
             entries.setdefault(name, []).append(entry)
         if capture is not None:
             step = chunk_size(len(q), len(group[0]), adapter.device, batch_size)
@@ -262,6 +304,8 @@ def diagnose(
             for label, (feats, shape) in capture.stacked(sizes).items():
                 # one row of invariant-looking channels: the error is their spread
                 feats = drop_padding(feats, shape, counts)[:, None]
-                entry = _summarize(feats, q, "scalar", max_lambda, torch.zeros(1, dtype=torch.long), 1)
+                entry = _summarize(
+                    feats, q, "scalar", max_lambda, torch.zeros(1, dtype=torch.long), 1
+                )
                 entries.setdefault(f"layer:{label}", []).append({**entry, "kind": "layer"})
     return Diagnosis(q, max_lambda, {name: _merge(parts) for name, parts in entries.items()})

@@ -12,7 +12,14 @@ class InstabilityError(CalculationFailed):
     ``metric``, ``value`` and ``threshold`` are kept as attributes.
     """
 
-    def __init__(self, message: str, step: int = -1, metric: str = "", value: float = float("nan"), threshold: float = float("nan")):
+    def __init__(
+        self,
+        message: str,
+        step: int = -1,
+        metric: str = "",
+        value: float = float("nan"),
+        threshold: float = float("nan"),
+    ):
         super().__init__(message)
         self.step = step
         self.metric = metric

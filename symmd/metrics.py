@@ -43,9 +43,7 @@ def _prepare(u: torch.Tensor, q: Quadrature, kind: str):
     if not isinstance(q, Quadrature):
         raise TypeError(f"q must be a symmd.o3.Quadrature, got {type(q).__name__}")
     if kind not in _N_COMPONENT_AXES:
-        raise ValueError(
-            f"kind must be one of {list(_N_COMPONENT_AXES)}, got {kind!r}"
-        )
+        raise ValueError(f"kind must be one of {list(_N_COMPONENT_AXES)}, got {kind!r}")
     u = torch.as_tensor(u)
     if u.ndim < 1 or u.shape[0] != len(q):
         raise ValueError(
@@ -55,9 +53,7 @@ def _prepare(u: torch.Tensor, q: Quadrature, kind: str):
     n_comp = _N_COMPONENT_AXES[kind]
     if u.ndim < 1 + n_comp or tuple(u.shape[u.ndim - n_comp :]) != (3,) * n_comp:
         expected = "[K, ...]" + "".join(", 3" for _ in range(n_comp))
-        raise ValueError(
-            f"a {kind} response must have shape {expected}, got {tuple(u.shape)}"
-        )
+        raise ValueError(f"a {kind} response must have shape {expected}, got {tuple(u.shape)}")
     u = u.to(torch.float64)
     rot = q.rotations.to(u.device)
     w = q.weights.to(u.device)
@@ -139,9 +135,7 @@ def character_spectrum(
     spectrum = {}
     for lam, sigma, wk, d in sectors(rot, w, max_lambda):
         m = torch.einsum("k,kmn,k...->mn...", wk, d, u)
-        spectrum[(lam, sigma)] = (2 * lam + 1) * _reduce_components(
-            (m * m).sum(dim=(0, 1)), n_comp
-        )
+        spectrum[(lam, sigma)] = (2 * lam + 1) * _reduce_components((m * m).sum(dim=(0, 1)), n_comp)
     return spectrum
 
 

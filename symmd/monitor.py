@@ -30,7 +30,8 @@ import csv
 import math
 import os
 import warnings
-from typing import Callable, Optional, Union
+from collections.abc import Callable
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -44,10 +45,26 @@ from .o3 import Quadrature
 __all__ = ["Monitor", "InstabilityWarning", "LOG_FIELDS", "sample_error"]
 
 LOG_FIELDS = [
-    "step", "time_fs", "mode", "epot", "ekin", "etot", "temperature", "max_force",
-    "min_distance", "a2_energy", "a2_energy_se", "a2_forces", "a2_forces_se",
-    "a_forces_rms", "a_forces_max", "rel_forces", "a2_stress", "a2_stress_se", "flags",
-]  # fmt: skip
+    "step",
+    "time_fs",
+    "mode",
+    "epot",
+    "ekin",
+    "etot",
+    "temperature",
+    "max_force",
+    "min_distance",
+    "a2_energy",
+    "a2_energy_se",
+    "a2_forces",
+    "a2_forces_se",
+    "a_forces_rms",
+    "a_forces_max",
+    "rel_forces",
+    "a2_stress",
+    "a2_stress_se",
+    "flags",
+]
 _KIND = {"energy": "scalar", "forces": "vector", "stress": "rank2"}
 
 
@@ -61,7 +78,9 @@ def random_o3(m: int, rng: np.random.Generator) -> Quadrature:
 
     rot = Rotation.random(m, random_state=rng).as_matrix().reshape(m, 3, 3)
     rot *= rng.choice([-1.0, 1.0], size=m)[:, None, None]
-    return Quadrature(torch.from_numpy(rot), torch.full((m,), 1.0 / m, dtype=torch.float64), None, f"haar{m}")
+    return Quadrature(
+        torch.from_numpy(rot), torch.full((m,), 1.0 / m, dtype=torch.float64), None, f"haar{m}"
+    )
 
 
 def sample_error(u: torch.Tensor, q: Quadrature, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,11 +150,19 @@ class Monitor:
                 f"rotations must be an int >= 2 (an unbiased variance needs two draws), got {rotations!r}"
             )
         if not (callable(action) or action in ("warn", "raise", "symmetrize")):
-            raise ValueError(f"action must be 'warn', 'raise', 'symmetrize' or a callable, got {action!r}")
+            raise ValueError(
+                f"action must be 'warn', 'raise', 'symmetrize' or a callable, got {action!r}"
+            )
         if threshold is not None and not isinstance(threshold, (int, float, dict)):
-            raise TypeError(f"threshold must be None, a float or a dict, got {type(threshold).__name__}")
+            raise TypeError(
+                f"threshold must be None, a float or a dict, got {type(threshold).__name__}"
+            )
         self.every, self.rotations, self.action, self.seed = every, rotations, action, seed
-        self.thresholds = {"rel_forces": float(threshold)} if isinstance(threshold, (int, float)) else dict(threshold or {})
+        self.thresholds = (
+            {"rel_forces": float(threshold)}
+            if isinstance(threshold, (int, float))
+            else dict(threshold or {})
+        )
         self.thresholds.setdefault("min_distance_factor", 0.6)
         self.thresholds.setdefault("temperature_factor", 3.0)
         self.thresholds.setdefault("energy_drift", 0.05)
@@ -143,13 +170,22 @@ class Monitor:
         self.baseline, self.baseline_factor = baseline, baseline_factor
         self.back_off, self.patience = back_off, patience
         self.log = None if log is None else os.fspath(log)
-        self.last_good_path = last_good if last_good is not None else (None if log is None else f"{self.log}.last_good.extxyz")
+        self.last_good_path = (
+            last_good
+            if last_good is not None
+            else (None if log is None else f"{self.log}.last_good.extxyz")
+        )
         self.history: list[dict] = []
         self.events: list[dict] = []
         self.calc = None
         self.last_good = None
         self._rng = None
-        self._window: dict[str, list] = {"rel_forces": [], "max_force": [], "temperature": [], "etot": []}
+        self._window: dict[str, list] = {
+            "rel_forces": [],
+            "max_force": [],
+            "temperature": [],
+            "etot": [],
+        }
         self._calm = 0
 
     # -- wiring -----------------------------------------------------------
@@ -174,8 +210,13 @@ class Monitor:
         res = calc.results
         if calc.mode == "average":  # the quadrature already measured A
             a_f = np.asarray(res["equivariance_error_forces"])
-            row = {"a2_energy": res["equivariance_error_energy"] ** 2, "a2_energy_se": 0.0,
-                   "a2_forces": float(np.mean(a_f**2)), "a2_forces_se": 0.0, "a_forces_max": float(a_f.max())}  # fmt: skip
+            row = {
+                "a2_energy": res["equivariance_error_energy"] ** 2,
+                "a2_energy_se": 0.0,
+                "a2_forces": float(np.mean(a_f**2)),
+                "a2_forces_se": 0.0,
+                "a_forces_max": float(a_f.max()),
+            }
             if "equivariance_error_stress" in res:
                 row.update(a2_stress=res["equivariance_error_stress"] ** 2, a2_stress_se=0.0)
             return row
@@ -187,12 +228,17 @@ class Monitor:
             a2, se = sample_error(out[key], q, _KIND[key])
             if key == "forces":
                 n = a2.shape[0]
-                row.update(a2_forces=float(a2.mean()), a2_forces_se=float(torch.sqrt((se**2).sum()) / n),
-                           a_forces_max=float(a2.clamp_min(0).sqrt().max()))  # fmt: skip
+                row.update(
+                    a2_forces=float(a2.mean()),
+                    a2_forces_se=float(torch.sqrt((se**2).sum()) / n),
+                    a_forces_max=float(a2.clamp_min(0).sqrt().max()),
+                )
             else:
                 row.update({f"a2_{key}": float(a2), f"a2_{key}_se": float(se)})
         res["equivariance_error_energy"] = math.sqrt(max(row["a2_energy"], 0.0))
-        res["equivariance_error_forces"] = np.sqrt(np.clip(sample_error(out["forces"], q, "vector")[0].cpu().numpy(), 0, None))
+        res["equivariance_error_forces"] = np.sqrt(
+            np.clip(sample_error(out["forces"], q, "vector")[0].cpu().numpy(), 0, None)
+        )
         if "a2_stress" in row:
             res["equivariance_error_stress"] = math.sqrt(max(row["a2_stress"], 0.0))
         return row
@@ -204,13 +250,19 @@ class Monitor:
         epot = calc.results["energy"]
         ekin = atoms.get_kinetic_energy()
         n = len(atoms)
-        row = {"epot": epot, "ekin": ekin, "etot": epot + ekin, "max_force": float(np.linalg.norm(forces, axis=1).max()),
-               "temperature": 2 * ekin / (3 * n * units.kB) if n else 0.0}  # fmt: skip
+        row = {
+            "epot": epot,
+            "ekin": ekin,
+            "etot": epot + ekin,
+            "max_force": float(np.linalg.norm(forces, axis=1).max()),
+            "temperature": 2 * ekin / (3 * n * units.kB) if n else 0.0,
+        }
         radii = covalent_radii[atoms.numbers]
         cutoff = 2 * radii.max()  # also logs the nearest-neighbour distance
         if n > 1 and np.isfinite(atoms.positions).all():
             i, j, d = NeighborList(cutoff=float(cutoff), full_list=False).compute(
-                atoms.positions, atoms.cell.array, [bool(p) for p in atoms.pbc], quantities="ijd")
+                atoms.positions, atoms.cell.array, [bool(p) for p in atoms.pbc], quantities="ijd"
+            )
             ratio = d / (radii[i] + radii[j]) if len(d) else np.array([np.inf])
             row["min_distance"] = float(d[np.argmin(ratio)]) if len(d) else float("inf")
             row["_min_ratio"] = float(ratio.min())
@@ -222,10 +274,19 @@ class Monitor:
     def check(self, calc, atoms, props) -> None:
         """Run by the calculator after every evaluation."""
         step = calc.n_calls - 1
-        row = {"step": step, "mode": calc.mode,
-               "time_fs": step * self.timestep if self.timestep is not None else float("nan")}  # fmt: skip
-        finite = all(np.isfinite(np.asarray(v)).all() for k, v in calc.results.items()
-                     if k in ("energy", "forces", "stress")) and np.isfinite(atoms.positions).all()  # fmt: skip
+        row = {
+            "step": step,
+            "mode": calc.mode,
+            "time_fs": step * self.timestep if self.timestep is not None else float("nan"),
+        }
+        finite = (
+            all(
+                np.isfinite(np.asarray(v)).all()
+                for k, v in calc.results.items()
+                if k in ("energy", "forces", "stress")
+            )
+            and np.isfinite(atoms.positions).all()
+        )
         flags = [] if finite else [("non_finite", float("nan"), float("nan"))]
         if finite:
             row.update(self._physics(calc, atoms))
@@ -262,12 +323,27 @@ class Monitor:
         if row["_min_ratio"] < self.thresholds["min_distance_factor"]:
             flags.append(("min_distance", row["min_distance"], row["_min_ratio"]))
         base_f = self._limit("max_force")
-        limit_f = self.thresholds.get("max_force", None if base_f is None else max(10 * base_f, 5.0))
+        limit_f = self.thresholds.get(
+            "max_force", None if base_f is None else max(10 * base_f, 5.0)
+        )
         if limit_f is not None and row["max_force"] > limit_f:
             flags.append(("max_force", row["max_force"], limit_f))
-        base_t = None if len(self._window["temperature"]) < self.baseline else float(np.median(self._window["temperature"]))
-        if base_t is not None and row["temperature"] > self.thresholds["temperature_factor"] * base_t + 100.0:
-            flags.append(("temperature", row["temperature"], self.thresholds["temperature_factor"] * base_t + 100.0))
+        base_t = (
+            None
+            if len(self._window["temperature"]) < self.baseline
+            else float(np.median(self._window["temperature"]))
+        )
+        if (
+            base_t is not None
+            and row["temperature"] > self.thresholds["temperature_factor"] * base_t + 100.0
+        ):
+            flags.append(
+                (
+                    "temperature",
+                    row["temperature"],
+                    self.thresholds["temperature_factor"] * base_t + 100.0,
+                )
+            )
         if self.ensemble == "nve" and self._window["etot"]:
             drift = abs(row["etot"] - self._window["etot"][0]) / n
             if drift > self.thresholds["energy_drift"]:
@@ -283,7 +359,11 @@ class Monitor:
             limit = None if base is None else self.baseline_factor * max(base, 1e-3)
         if limit is not None and row["rel_forces"] > limit:
             flags.append(("rel_forces", row["rel_forces"], limit))
-        for key, metric in (("a_forces_rms", "a_forces_rms"), ("energy", "a2_energy"), ("stress", "a2_stress")):
+        for key, metric in (
+            ("a_forces_rms", "a_forces_rms"),
+            ("energy", "a2_energy"),
+            ("stress", "a2_stress"),
+        ):
             if key in self.thresholds and metric in row:
                 value = row[metric] if key == "a_forces_rms" else math.sqrt(max(row[metric], 0.0))
                 if value > self.thresholds[key]:
@@ -303,9 +383,17 @@ class Monitor:
             what = f"{name} = {value:.4g} A is below {factor:g} x the sum of covalent radii (ratio {limit:.3g})"
         else:
             what = f"{name} = {value:.4g} exceeds its limit {limit:.4g}"
-        message = (f"step {step}: {what}"
-                   + (f" (also: {', '.join(f[0] for f in flags[1:])})" if len(flags) > 1 else ""))  # fmt: skip
-        event = {"step": step, "metric": name, "value": value, "threshold": limit, "flags": [f[0] for f in flags], "message": message}
+        message = f"step {step}: {what}" + (
+            f" (also: {', '.join(f[0] for f in flags[1:])})" if len(flags) > 1 else ""
+        )
+        event = {
+            "step": step,
+            "metric": name,
+            "value": value,
+            "threshold": limit,
+            "flags": [f[0] for f in flags],
+            "message": message,
+        }
         self.events.append(event)
         if callable(self.action):
             self.action(self, event)
@@ -324,15 +412,22 @@ class Monitor:
         calc = self.calc
         if calc.mode == mode:
             return
-        self._write({"step": calc.n_calls - 1, "mode": mode, "flags": f"switch:{calc.mode}->{mode}"})
+        self._write(
+            {"step": calc.n_calls - 1, "mode": mode, "flags": f"switch:{calc.mode}->{mode}"}
+        )
         calc.set_mode(mode, reason)
         self._calm = 0
 
     def _maybe_back_off(self, row: dict) -> None:
         if not self.back_off or self.calc.mode != "average" or self.calc.symmetrize != "adaptive":
             return
-        limit = self.thresholds.get("rel_forces") or (None if self._limit("rel_forces") is None
-                                                       else self.baseline_factor * max(self._limit("rel_forces"), 1e-3))  # fmt: skip
+        limit = self.thresholds.get("rel_forces") or (
+            None
+            if self._limit("rel_forces") is None
+            else self.baseline_factor * max(self._limit("rel_forces"), 1e-3)
+        )
         self._calm = self._calm + 1 if limit is not None and row["rel_forces"] < 0.5 * limit else 0
         if self._calm >= self.patience:
-            self._switch("none", f"relative force error below half the threshold for {self.patience} checks")
+            self._switch(
+                "none", f"relative force error below half the threshold for {self.patience} checks"
+            )

@@ -50,7 +50,9 @@ def project_forces(forces: np.ndarray, positions: np.ndarray, torque: bool) -> n
     # positions they are orthogonal to the translations, so project separately
     gen = np.cross(np.eye(3)[None, :, :], rel[:, None, :])  # [N, 3 (a), 3 (xyz)]
     gram = np.einsum("nax,nbx->ab", gen, gen)  # the inertia tensor of unit masses
-    coeff = np.linalg.pinv(gram, rcond=1e-10, hermitian=True) @ np.einsum("nax,nx->a", gen, projected)
+    coeff = np.linalg.pinv(gram, rcond=1e-10, hermitian=True) @ np.einsum(
+        "nax,nx->a", gen, projected
+    )
     return projected - np.einsum("a,nax->nx", coeff, gen)
 
 

@@ -40,7 +40,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import warnings
-from typing import Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Optional, Union
 
 import torch
 
@@ -71,11 +72,15 @@ def aliasing(q: o3.Quadrature, max_lambda: int) -> dict[tuple[int, int], torch.T
     """:math:`S^\\beta_Q = \\sum_k w_k D^\\beta(g_k)` for ``lam <= max_lambda``:
     ``{(lam, sigma): float64 [2lam+1, 2lam+1]}``; zero for the sectors the
     rule integrates exactly, the identity for (0, +1)."""
-    return {(lam, sigma): torch.einsum("k,kmn->mn", wk, d)
-            for lam, sigma, wk, d in sectors(q.rotations, q.weights, max_lambda)}  # fmt: skip
+    return {
+        (lam, sigma): torch.einsum("k,kmn->mn", wk, d)
+        for lam, sigma, wk, d in sectors(q.rotations, q.weights, max_lambda)
+    }
 
 
-def trusted_degrees(probe_degree: Optional[int], candidates: Sequence[int] = CANDIDATE_DEGREES) -> list[int]:
+def trusted_degrees(
+    probe_degree: Optional[int], candidates: Sequence[int] = CANDIDATE_DEGREES
+) -> list[int]:
     """Candidates whose residual a probe of this degree predicts reliably:
     ``L <= (P - 1) // 2``, so that the sectors ``L + 1`` and ``L + 2`` that
     dominate the residual are measured with little aliasing."""
@@ -84,7 +89,7 @@ def trusted_degrees(probe_degree: Optional[int], candidates: Sequence[int] = CAN
     return [c for c in candidates if c <= (probe_degree - 1) // 2]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _candidate_aliasing(degree: int, max_lambda: int):
     return aliasing(o3.quadrature(degree), max_lambda)
 
@@ -111,7 +116,9 @@ def predict_residuals(
     taken over the component axes), in the units of ``u``.
     """
     if probe.degree is None:
-        raise ValueError("the probe rule must have a degree (random samples cannot resolve the spectrum)")
+        raise ValueError(
+            "the probe rule must have a degree (random samples cannot resolve the spectrum)"
+        )
     if max_lambda is None:
         max_lambda = probe.degree // 2 + 1
     z = back_transform(u, probe, kind)
@@ -120,8 +127,11 @@ def predict_residuals(
     sample_shape = z.shape[1 : z.ndim - n_comp]
     out = {}
     for degree in degrees:
-        out[degree] = torch.zeros((*sample_shape, *z.shape[z.ndim - n_comp :]) if not reorient
-                                  else sample_shape, dtype=torch.float64, device=z.device)  # fmt: skip
+        out[degree] = torch.zeros(
+            (*sample_shape, *z.shape[z.ndim - n_comp :]) if not reorient else sample_shape,
+            dtype=torch.float64,
+            device=z.device,
+        )
     for lam, sigma, wk, d in sectors(probe.rotations.to(z.device), w, max_lambda):
         if (lam, sigma) == (0, 1):
             continue
@@ -139,7 +149,9 @@ def predict_residuals(
             out[degree] = value.clamp_min(0).sqrt()
         else:
             sq = value * value
-            out[degree] = (sq.sum(dim=tuple(range(sq.ndim - n_comp, sq.ndim))) if n_comp else sq).sqrt()
+            out[degree] = (
+                sq.sum(dim=tuple(range(sq.ndim - n_comp, sq.ndim))) if n_comp else sq
+            ).sqrt()
     return out
 
 
@@ -169,9 +181,11 @@ class Recommendation:
             for prop, values in self.predicted.items()
         )
         status = "meets" if self.reached else "does NOT meet"
-        return (f"degree {self.degree} ({self.quadrature.name}, {len(self.quadrature)} copies) "
-                f"{status} the tolerance {self.tolerance}; predicted residuals {preds} "
-                f"(probe degree {self.probe_degree}, {self.probe_copies} copies evaluated)")  # fmt: skip
+        return (
+            f"degree {self.degree} ({self.quadrature.name}, {len(self.quadrature)} copies) "
+            f"{status} the tolerance {self.tolerance}; predicted residuals {preds} "
+            f"(probe degree {self.probe_degree}, {self.probe_copies} copies evaluated)"
+        )
 
 
 def check_tolerance(tolerance, properties: Optional[Sequence[str]] = None) -> dict[str, float]:
@@ -241,11 +255,15 @@ def recommend_quadrature(
             predicted[prop] = {c: float(r.pow(2).mean().sqrt()) for c, r in residual.items()}
         good = [c for c in trusted if all(predicted[p][c] <= tol[p] for p in tol)]
         if good:
-            return Recommendation(good[0], o3.quadrature(good[0]), predicted, tol, degree, copies, True)
+            return Recommendation(
+                good[0], o3.quadrature(good[0]), predicted, tol, degree, copies, True
+            )
         if trusted[-1] == candidates[-1]:
             break
     if not predicted:
-        raise ValueError(f"no probe in {list(probes)} can judge the candidates {candidates}: raise the probes")
+        raise ValueError(
+            f"no probe in {list(probes)} can judge the candidates {candidates}: raise the probes"
+        )
     best = min(predicted[next(iter(tol))], key=lambda c: max(predicted[p][c] / tol[p] for p in tol))
     result = Recommendation(best, o3.quadrature(best), predicted, tol, degree, copies, False)
     warnings.warn(f"no quadrature meets the tolerance: {result}", stacklevel=2)

@@ -21,14 +21,21 @@ import json
 import os
 import pathlib
 import re
-from typing import Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Optional, Union
 
 import numpy as np
 
 from ._plotting import training_figure
-from .diagnose import Diagnosis, diagnose
+from .diagnose import diagnose
 
-__all__ = ["TrainingDiagnosis", "diagnose_training", "find_checkpoints", "plot_training", "save_json"]
+__all__ = [
+    "TrainingDiagnosis",
+    "diagnose_training",
+    "find_checkpoints",
+    "plot_training",
+    "save_json",
+]
 
 #: the sectors an exactly equivariant output lives in
 EQUIVARIANT_SECTORS = {
@@ -58,7 +65,9 @@ def find_checkpoints(folder: Union[str, os.PathLike]) -> tuple[list[str], list[i
         raise ValueError(f"no *.ckpt or *.pt files in {str(folder)!r}")
     unnumbered = [f.name for f in files if _epoch_of(f) is None]
     if unnumbered:
-        raise ValueError(f"cannot read an epoch number from {unnumbered}; name the files like epoch_012.ckpt")
+        raise ValueError(
+            f"cannot read an epoch number from {unnumbered}; name the files like epoch_012.ckpt"
+        )
     files.sort(key=_epoch_of)
     return [str(f) for f in files], [_epoch_of(f) for f in files]
 
@@ -84,14 +93,22 @@ class TrainingDiagnosis:
         structures) at each epoch, NaN where ``name`` is missing."""
         out = {}
         for key in ((lam, s) for lam in range(self.max_lambda + 1) for s in (1, -1)):
-            out[key] = np.array([np.mean(d.properties[name]["spectrum"][key]) if name in d.properties
-                                 else np.nan for d in self.diagnoses])  # fmt: skip
+            out[key] = np.array(
+                [
+                    np.mean(d.properties[name]["spectrum"][key]) if name in d.properties else np.nan
+                    for d in self.diagnoses
+                ]
+            )
         return out
 
     def error(self, name: str) -> np.ndarray:
         """Mean equivariance error of ``name`` at each epoch ``[E]``."""
-        return np.array([np.mean(d.properties[name]["error"]) if name in d.properties else np.nan
-                         for d in self.diagnoses])  # fmt: skip
+        return np.array(
+            [
+                np.mean(d.properties[name]["error"]) if name in d.properties else np.nan
+                for d in self.diagnoses
+            ]
+        )
 
     def breaking(self, name: str) -> np.ndarray:
         """Fraction of the spectrum outside the sectors an exact model would
@@ -113,7 +130,9 @@ class TrainingDiagnosis:
                 name: {
                     "error": self.error(name).tolist(),
                     "breaking": self.breaking(name).tolist(),
-                    "spectrum": {f"{lam},{s}": v.tolist() for (lam, s), v in self.spectrum(name).items()},
+                    "spectrum": {
+                        f"{lam},{s}": v.tolist() for (lam, s), v in self.spectrum(name).items()
+                    },
                 }
                 for name in self.names
             },
@@ -126,7 +145,9 @@ class TrainingDiagnosis:
         lines = ["fraction of the spectrum outside the equivariant sectors (mean over structures)"]
         lines.append("epoch  " + "  ".join(f"{_short(n):>14}" for n in names))
         for i, epoch in enumerate(self.epochs):
-            lines.append(f"{epoch!s:>5}  " + "  ".join(f"{self.breaking(n)[i]:14.2e}" for n in names))
+            lines.append(
+                f"{epoch!s:>5}  " + "  ".join(f"{self.breaking(n)[i]:14.2e}" for n in names)
+            )
         return "\n".join(lines)
 
     def plot(self, path, names: Optional[Sequence[str]] = None, label: str = "") -> None:
@@ -139,8 +160,12 @@ def _short(name: str) -> str:
     return name if len(name) <= 14 else name[:13] + "~"
 
 
-def plot_training(runs: Mapping[str, TrainingDiagnosis], path, names: Optional[Sequence[str]] = None,
-                  title: str = "") -> None:  # fmt: skip
+def plot_training(
+    runs: Mapping[str, TrainingDiagnosis],
+    path,
+    names: Optional[Sequence[str]] = None,
+    title: str = "",
+) -> None:
     """Heatmaps of the spectrum along training, one row per run (e.g. with
     and without augmentation) and one column per output or layer; colour is
     the mean fraction :math:`B_{(\\lambda,\\sigma)}/\\sum B` on a log scale."""
@@ -148,7 +173,10 @@ def plot_training(runs: Mapping[str, TrainingDiagnosis], path, names: Optional[S
         raise ValueError("runs is empty: pass {label: TrainingDiagnosis}")
     first = next(iter(runs.values()))
     names = list(names) if names else list(dict.fromkeys(n for r in runs.values() for n in r.names))
-    data = {label: (run.epochs, {n: run.spectrum(n) for n in names if n in run.names}) for label, run in runs.items()}
+    data = {
+        label: (run.epochs, {n: run.spectrum(n) for n in names if n in run.names})
+        for label, run in runs.items()
+    }
     training_figure(data, names, first.max_lambda, path, title)
 
 
@@ -183,13 +211,26 @@ def diagnose_training(
     if epochs is None:
         paths = [pathlib.Path(m) for m in models if isinstance(m, (str, os.PathLike))]
         numbers = [_epoch_of(p) for p in paths]
-        epochs = numbers if len(paths) == len(models) and None not in numbers else list(range(len(models)))
+        epochs = (
+            numbers
+            if len(paths) == len(models) and None not in numbers
+            else list(range(len(models)))
+        )
     epochs = list(epochs)
     if len(epochs) != len(models):
         raise ValueError(f"got {len(epochs)} epochs for {len(models)} models")
-    diagnoses = [diagnose(model, structures, max_lambda=max_lambda, quadrature=quadrature,
-                          properties=properties, layers=layers, batch_size=batch_size)
-                 for model in models]  # fmt: skip
+    diagnoses = [
+        diagnose(
+            model,
+            structures,
+            max_lambda=max_lambda,
+            quadrature=quadrature,
+            properties=properties,
+            layers=layers,
+            batch_size=batch_size,
+        )
+        for model in models
+    ]
     return TrainingDiagnosis(epochs, diagnoses)
 
 

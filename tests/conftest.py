@@ -68,10 +68,21 @@ def tiny_pet(seed=0, cutoff=4.0):
     from metatrain.utils.data.target_info import get_energy_target_info
 
     hypers = get_default_hypers("pet")["model"]
-    hypers.update(d_pet=8, d_head=8, d_node=16, d_feedforward=16, num_heads=1,
-                  num_attention_layers=1, num_gnn_layers=2, cutoff=cutoff)  # fmt: skip
-    info = DatasetInfo(length_unit="angstrom", atomic_types=[13, 29],
-                       targets={"energy": get_energy_target_info("energy", {"unit": "eV"})})  # fmt: skip
+    hypers.update(
+        d_pet=8,
+        d_head=8,
+        d_node=16,
+        d_feedforward=16,
+        num_heads=1,
+        num_attention_layers=1,
+        num_gnn_layers=2,
+        cutoff=cutoff,
+    )
+    info = DatasetInfo(
+        length_unit="angstrom",
+        atomic_types=[13, 29],
+        targets={"energy": get_energy_target_info("energy", {"unit": "eV"})},
+    )
     torch.manual_seed(seed)
     return PET(hypers, info)
 

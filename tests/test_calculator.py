@@ -30,7 +30,10 @@ def test_wrapping_an_equivariant_calculator_changes_nothing():
     assert np.allclose(raw["forces"], avg["forces"], atol=1e-10)
     assert np.allclose(raw["stress"], avg["stress"], atol=1e-12)
     assert avg["equivariance_error_energy"] < 1e-10
-    assert avg["equivariance_error_forces"].shape == (len(atoms),) and avg["equivariance_error_forces"].max() < 1e-10
+    assert (
+        avg["equivariance_error_forces"].shape == (len(atoms),)
+        and avg["equivariance_error_forces"].max() < 1e-10
+    )
     assert avg["equivariance_error_stress"] < 1e-12
 
 
@@ -67,10 +70,22 @@ def test_average_of_a_non_periodic_callable_equals_its_twirl():
     pos = torch.tensor(atoms.positions)
     i, j = torch.triu_indices(n, n, 1)
     v = pos[j] - pos[i]
-    twirl_energy = float(isotropic(pos, torch.tensor(atoms.numbers), torch.zeros(1, 3, 3, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.bool), torch.zeros(n, dtype=torch.long))["energy"][0] - 0.01 * (v[:, 2] ** 3).sum())
+    twirl_energy = float(
+        isotropic(
+            pos,
+            torch.tensor(atoms.numbers),
+            torch.zeros(1, 3, 3, dtype=torch.float64),
+            torch.zeros(1, 3, dtype=torch.bool),
+            torch.zeros(n, dtype=torch.long),
+        )["energy"][0]
+        - 0.01 * (v[:, 2] ** 3).sum()
+    )
     assert abs(avg["energy"] - twirl_energy) < 1e-10
     for rot in random_rotations(2, seed=8).numpy():
-        moved = compute(SymmetryCalculator(lab_frame_callable, symmetrize="average", quadrature=3), rotated_copy(atoms, rot))
+        moved = compute(
+            SymmetryCalculator(lab_frame_callable, symmetrize="average", quadrature=3),
+            rotated_copy(atoms, rot),
+        )
         assert np.allclose(moved["forces"], avg["forces"] @ rot.T, atol=1e-9)
 
 
@@ -128,7 +143,9 @@ def quadrupole_energy(positions, types, cell, pbc, system_index):
 
 def test_reorient_is_seeded_and_changes_orientation():
     def run(seed):
-        calc = SymmetryCalculator(quadrupole_energy, symmetrize="average", quadrature=1, reorient=True, seed=seed)
+        calc = SymmetryCalculator(
+            quadrupole_energy, symmetrize="average", quadrature=1, reorient=True, seed=seed
+        )
         cluster = cu_cluster(6)
         energies = []
         for _ in range(2):
@@ -142,29 +159,51 @@ def test_reorient_is_seeded_and_changes_orientation():
     atoms = cual_cell((1, 1, 2), seed=9)
     model = toy_metatomic_model(anisotropy=0.0)
     calc = SymmetryCalculator(model, symmetrize="average", quadrature=2, reorient=True, seed=0)
-    assert abs(compute(calc, atoms)["energy"] - compute(SymmetryCalculator(model), atoms)["energy"]) < 1e-10
+    assert (
+        abs(compute(calc, atoms)["energy"] - compute(SymmetryCalculator(model), atoms)["energy"])
+        < 1e-10
+    )
 
 
 def test_diagnostics_are_mirrored_into_atoms():
     atoms = cu_cluster(6)
-    atoms.calc = SymmetryCalculator(lab_frame_callable, symmetrize="average", quadrature=2, mirror_to_atoms=True)
+    atoms.calc = SymmetryCalculator(
+        lab_frame_callable, symmetrize="average", quadrature=2, mirror_to_atoms=True
+    )
     atoms.get_forces()
     assert atoms.arrays["equivariance_error_forces"].shape == (6,)
     assert atoms.info["equivariance_error_energy"] > 1e-6
 
 
 def test_calculator_errors():
-    with pytest.raises(ValueError, match=re.escape("symmetrize must be one of ['none', 'project', 'average', 'adaptive'], got 'full'")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "symmetrize must be one of ['none', 'project', 'average', 'adaptive'], got 'full'"
+        ),
+    ):
         SymmetryCalculator(EMT(), symmetrize="full")
-    with pytest.raises(TypeError, match=re.escape("quadrature must be a symmd.o3.Quadrature, an int degree or 'auto', got 'high'")):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "quadrature must be a symmd.o3.Quadrature, an int degree or 'auto', got 'high'"
+        ),
+    ):
         SymmetryCalculator(EMT(), quadrature="high")
-    with pytest.raises(ValueError, match=re.escape("the tolerance for forces must be a positive number, got 0")):
+    with pytest.raises(
+        ValueError, match=re.escape("the tolerance for forces must be a positive number, got 0")
+    ):
         SymmetryCalculator(EMT(), quadrature="auto", tolerance=0)
     with pytest.raises(ValueError, match=re.escape("degree=200 is not supported")):
         SymmetryCalculator(EMT(), quadrature=200)
     atoms = cu_cluster(5)
     atoms.calc = SymmetryCalculator(lab_frame_callable)
-    with pytest.raises(PropertyNotImplementedError, match=re.escape("stress is only defined for fully periodic structures; this one has pbc=[False, False, False]")):
+    with pytest.raises(
+        PropertyNotImplementedError,
+        match=re.escape(
+            "stress is only defined for fully periodic structures; this one has pbc=[False, False, False]"
+        ),
+    ):
         atoms.get_stress()
 
 
@@ -177,16 +216,24 @@ def test_quadrature_object_is_accepted():
 def direct_forces(positions, types, cell, pbc, system_index):
     """A non-conservative model: forces = -k r_i (equivariant) + a lab-frame constant."""
     lab = torch.tensor([0.2, -0.1, 0.05], dtype=positions.dtype)
-    energy = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(0, system_index, 0.5 * (positions**2).sum(1))
+    energy = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(
+        0, system_index, 0.5 * (positions**2).sum(1)
+    )
     return {"energy": energy.detach(), "forces": -positions + lab}
 
 
 def test_non_conservative_forces_are_back_rotated_and_averaged():
     atoms = cu_cluster(6)
-    calc = SymmetryCalculator(direct_forces, symmetrize="average", quadrature=1, non_conservative=True)
+    calc = SymmetryCalculator(
+        direct_forces, symmetrize="average", quadrature=1, non_conservative=True
+    )
     avg = compute(calc, atoms)
-    assert np.allclose(avg["forces"], -atoms.positions, atol=1e-12)  # the lab-frame part averages out
-    assert np.allclose(avg["equivariance_error_forces"], np.linalg.norm([0.2, -0.1, 0.05]), atol=1e-12)
+    assert np.allclose(
+        avg["forces"], -atoms.positions, atol=1e-12
+    )  # the lab-frame part averages out
+    assert np.allclose(
+        avg["equivariance_error_forces"], np.linalg.norm([0.2, -0.1, 0.05]), atol=1e-12
+    )
     raw = compute(SymmetryCalculator(direct_forces, non_conservative=True), atoms)
     assert np.allclose(raw["forces"], -atoms.positions + [0.2, -0.1, 0.05], atol=1e-12)
 
@@ -207,8 +254,13 @@ def test_auto_quadrature_is_chosen_once_from_the_predicted_residual():
     # the averaged forces are those of the chosen rule
     ref = compute(SymmetryCalculator(model, symmetrize="average", quadrature=5), atoms)
     assert np.allclose(first["forces"], ref["forces"], atol=1e-12)
-    loose = SymmetryCalculator(model, symmetrize="average", quadrature="auto", tolerance={"forces": 1.0, "stress": 1.0})
+    loose = SymmetryCalculator(
+        model, symmetrize="average", quadrature="auto", tolerance={"forces": 1.0, "stress": 1.0}
+    )
     compute(loose, atoms)
-    assert loose.recommendation.degree == 1 and set(loose.recommendation.tolerance) == {"forces", "stress"}
+    assert loose.recommendation.degree == 1 and set(loose.recommendation.tolerance) == {
+        "forces",
+        "stress",
+    }
     expected = recommend_quadrature(model, atoms, 1e-9)
     assert expected.degree == strict.recommendation.degree

@@ -3,13 +3,13 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from symmd.cli import main
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "symmd.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "symmd.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_help_of_every_subcommand():
@@ -22,7 +22,9 @@ def test_help_of_every_subcommand():
 
 def test_md_with_defaults_writes_a_complete_log_then_plot(tmp_path, capsys):
     log, traj, fig = tmp_path / "md.csv", tmp_path / "md.extxyz", tmp_path / "md.png"
-    assert main(["md", "--steps", "25", "--log", str(log), "--trajectory", str(traj), "--quiet"]) == 0
+    assert (
+        main(["md", "--steps", "25", "--log", str(log), "--trajectory", str(traj), "--quiet"]) == 0
+    )
     assert f"log: {log}" in capsys.readouterr().out
     rows = list(csv.DictReader(open(log)))
     assert [int(r["step"]) for r in rows] == [0, 10, 20] and float(rows[-1]["rel_forces"]) > 0
@@ -33,7 +35,16 @@ def test_md_with_defaults_writes_a_complete_log_then_plot(tmp_path, capsys):
 
 
 def test_md_stopped_by_the_monitor_exits_non_zero_with_one_line(tmp_path):
-    out = run("md", "--steps", "300", "--temperature", "20000", "--log", str(tmp_path / "hot.csv"), "--quiet")
+    out = run(
+        "md",
+        "--steps",
+        "300",
+        "--temperature",
+        "20000",
+        "--log",
+        str(tmp_path / "hot.csv"),
+        "--quiet",
+    )
     assert out.returncode == 3
     lines = [line for line in out.stderr.splitlines() if line.startswith("symmd md:")]
     assert len(lines) == 1 and lines[0].startswith("symmd md: stopped: step ")
@@ -41,15 +52,33 @@ def test_md_stopped_by_the_monitor_exits_non_zero_with_one_line(tmp_path):
 
 def test_bad_arguments_give_one_line_errors():
     out = run("md", "--steps", "many")
-    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == "symmd md: error: argument --steps: invalid int value: 'many'"
+    assert (
+        out.returncode == 2
+        and out.stderr.strip().splitlines()[-1]
+        == "symmd md: error: argument --steps: invalid int value: 'many'"
+    )
     out = run("md", "--model", "missing.pt")
-    assert out.returncode == 2 and out.stderr.strip() == "symmd md: error: model file 'missing.pt' does not exist"
+    assert (
+        out.returncode == 2
+        and out.stderr.strip() == "symmd md: error: model file 'missing.pt' does not exist"
+    )
     out = run("md", "--steps", "-1")
-    assert out.returncode == 2 and out.stderr.strip() == "symmd md: error: --steps must be >= 0, got -1"
+    assert (
+        out.returncode == 2
+        and out.stderr.strip() == "symmd md: error: --steps must be >= 0, got -1"
+    )
     out = run("md", "--degree", "high")
-    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == "symmd md: error: argument --degree: must be an integer degree or 'auto', got 'high'"
+    assert (
+        out.returncode == 2
+        and out.stderr.strip().splitlines()[-1]
+        == "symmd md: error: argument --degree: must be an integer degree or 'auto', got 'high'"
+    )
     out = run("plot", "nolog.csv", "-o", "x.png")
-    assert out.returncode == 2 and "Traceback" not in out.stderr and out.stderr.startswith("symmd plot: error:")
+    assert (
+        out.returncode == 2
+        and "Traceback" not in out.stderr
+        and out.stderr.startswith("symmd plot: error:")
+    )
 
 
 def test_diagnose_command_json(tmp_path, capsys):
@@ -57,15 +86,39 @@ def test_diagnose_command_json(tmp_path, capsys):
     assert main(["diagnose", "--max-lambda", "1", "--json", str(path)]) == 0
     assert "forces" in capsys.readouterr().out
     data = json.loads(path.read_text())
-    assert data["quadrature"]["degree"] == 2 and set(data["properties"]) == {"energy", "forces", "stress", "feature", "mtt::aux::cutoff_stats", "mtt::aux::energy_last_layer_features"}
+    assert data["quadrature"]["degree"] == 2 and set(data["properties"]) == {
+        "energy",
+        "forces",
+        "stress",
+        "feature",
+        "mtt::aux::cutoff_stats",
+        "mtt::aux::energy_last_layer_features",
+    }
 
 
 def test_md_with_an_automatic_quadrature_reports_its_choice(capsys):
-    code = main(["md", "--steps", "3", "--symmetrize", "average", "--degree", "auto", "--tolerance", "1e-2",
-                 "--monitor-every", "0", "--quiet"])  # fmt: skip
+    code = main(
+        [
+            "md",
+            "--steps",
+            "3",
+            "--symmetrize",
+            "average",
+            "--degree",
+            "auto",
+            "--tolerance",
+            "1e-2",
+            "--monitor-every",
+            "0",
+            "--quiet",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
-    assert "symmd md: --degree auto chose degree " in out and "meets the tolerance {'forces': 0.01}" in out
+    assert (
+        "symmd md: --degree auto chose degree " in out
+        and "meets the tolerance {'forces': 0.01}" in out
+    )
 
 
 def test_diagnose_command_with_layers_of_a_checkpoint(pet_checkpoint, tmp_path, capsys):
@@ -73,8 +126,29 @@ def test_diagnose_command_with_layers_of_a_checkpoint(pet_checkpoint, tmp_path, 
     from conftest import cu_cluster
 
     ase.io.write(tmp_path / "c.xyz", cu_cluster(5))
-    assert main(["diagnose", str(tmp_path / "c.xyz"), "--model", pet_checkpoint, "--max-lambda", "1",
-                 "--properties", "energy", "--layers", "backend.gnn_layers.0", "--json", str(tmp_path / "d.json")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "diagnose",
+                str(tmp_path / "c.xyz"),
+                "--model",
+                pet_checkpoint,
+                "--max-lambda",
+                "1",
+                "--properties",
+                "energy",
+                "--layers",
+                "backend.gnn_layers.0",
+                "--json",
+                str(tmp_path / "d.json"),
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "d.json").read_text())
-    assert set(data["properties"]) == {"energy", "layer:backend.gnn_layers.0[0]", "layer:backend.gnn_layers.0[1]"}
+    assert set(data["properties"]) == {
+        "energy",
+        "layer:backend.gnn_layers.0[0]",
+        "layer:backend.gnn_layers.0[1]",
+    }
     assert "layer:backend.gnn_layers.0[1]" in capsys.readouterr().out

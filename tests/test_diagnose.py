@@ -8,7 +8,7 @@ from conftest import cu_cluster, cual_cell
 from toy_models import toy_metatomic_model, toy_model_with_extras
 
 from symmd import diagnose, models, o3
-from symmd.models import neighbor_pairs, as_structures
+from symmd.models import as_structures, neighbor_pairs
 
 
 class Dipole(torch.nn.Module):
@@ -47,10 +47,18 @@ class PairFeatures(torch.nn.Module):
         i, j = i[same], j[same]
         v = self.edges(positions[j] - positions[i])  # [P, 3], copy-major
         r = v.norm(dim=-1)
-        per_atom = torch.zeros(n, dtype=positions.dtype).index_add(0, i, torch.exp(-r)).index_add(0, j, torch.exp(-r))
+        per_atom = (
+            torch.zeros(n, dtype=positions.dtype)
+            .index_add(0, i, torch.exp(-r))
+            .index_add(0, j, torch.exp(-r))
+        )
         per_atom = self.atoms(torch.stack([per_atom, per_atom**2], 1))
-        energy = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(0, system_index, per_atom[:, 0])
-        moment = torch.zeros(cell.shape[0], 3, dtype=positions.dtype).index_add(0, system_index, positions)
+        energy = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(
+            0, system_index, per_atom[:, 0]
+        )
+        moment = torch.zeros(cell.shape[0], 3, dtype=positions.dtype).index_add(
+            0, system_index, positions
+        )
         return {"energy": energy, "moment": moment, "counts": per_atom[:, :1]}
 
 
@@ -74,8 +82,20 @@ def test_extra_outputs_of_a_metatomic_model_have_their_analytic_spectra():
     atoms = cu_cluster(6, seed=3)
     c = torch.tensor([0.02, -0.01, 0.03], dtype=torch.float64)
     d = diagnose(toy_model_with_extras(c=c.tolist()), atoms, max_lambda=3, quadrature=6)
-    assert list(d.properties) == ["energy", "forces", "non_conservative_force", "feature", "mtt::dipole"]
-    assert [d.properties[n]["kind"] for n in d.properties] == ["scalar", "vector", "vector", "scalar", "vector"]
+    assert list(d.properties) == [
+        "energy",
+        "forces",
+        "non_conservative_force",
+        "feature",
+        "mtt::dipole",
+    ]
+    assert [d.properties[n]["kind"] for n in d.properties] == [
+        "scalar",
+        "vector",
+        "vector",
+        "scalar",
+        "vector",
+    ]
 
     # non-conservative forces: radial pair forces (1, +1) plus the constant c (0, +1)
     pairs = neighbor_pairs(as_structures(atoms), 4.0, False)
@@ -83,12 +103,16 @@ def test_extra_outputs_of_a_metatomic_model_have_their_analytic_spectra():
     v = pos[pairs.second] - pos[pairs.first]
     r = v.norm(dim=-1, keepdim=True)
     f = torch.zeros(len(atoms), 3, dtype=torch.float64)
-    f = f.index_add(0, pairs.first, -torch.exp(-r) * v / r).index_add(0, pairs.second, torch.exp(-r) * v / r)
+    f = f.index_add(0, pairs.first, -torch.exp(-r) * v / r).index_add(
+        0, pairs.second, torch.exp(-r) * v / r
+    )
     b0, b1 = len(atoms) * c.dot(c), (f * f).sum()
     nc = d.properties["non_conservative_force"]
     assert nc["spectrum"][(0, 1)][0] == pytest.approx(float(b0 / (b0 + b1)), rel=1e-10)
     assert nc["spectrum"][(1, 1)][0] == pytest.approx(float(b1 / (b0 + b1)), rel=1e-10)
-    assert nc["error"][0] == pytest.approx(float(c.norm()), rel=1e-10)  # the constant is all of the breaking
+    assert nc["error"][0] == pytest.approx(
+        float(c.norm()), rel=1e-10
+    )  # the constant is all of the breaking
 
     # feature 1 = sum_j fc n_x^2: lambda 0 weight (sum fc / 3)^2, lambda 2 weight
     # (4/45) sum_jk fc_j fc_k P2(n_j . n_k) per atom (addition theorem)
@@ -124,15 +148,19 @@ def test_statistics_over_structures_and_json(tmp_path):
     for name in ("energy", "forces", "stress"):
         entry = out["properties"][name]
         assert len(entry["error"]) == 3
-        assert set(entry["spectrum"]) == {f"{l},{s}" for l in range(3) for s in (1, -1)}
+        assert set(entry["spectrum"]) == {f"{lam},{s}" for lam in range(3) for s in (1, -1)}
         assert entry["mean"]["error"] == pytest.approx(np.mean(entry["error"]), rel=1e-12)
         assert entry["std"]["2,1"] == pytest.approx(np.std(entry["spectrum"]["2,1"]), rel=1e-12)
         assert sum(v[1] for v in entry["spectrum"].values()) == pytest.approx(1.0, abs=1e-12)
     # the per-structure numbers are those of each structure diagnosed alone
     alone = diagnose(toy_metatomic_model(), frames[1], max_lambda=2)
     for name in ("energy", "forces", "stress"):
-        assert d.properties[name]["error"][1] == pytest.approx(alone.properties[name]["error"][0], rel=1e-12)
-        assert d.properties[name]["spectrum"][(2, 1)][1] == pytest.approx(alone.properties[name]["spectrum"][(2, 1)][0], rel=1e-12)
+        assert d.properties[name]["error"][1] == pytest.approx(
+            alone.properties[name]["error"][0], rel=1e-12
+        )
+        assert d.properties[name]["spectrum"][(2, 1)][1] == pytest.approx(
+            alone.properties[name]["spectrum"][(2, 1)][0], rel=1e-12
+        )
     energy = d.properties["energy"]["spectrum"]
     # isotropic + v_x v_y / r^2: only lambda 0 and 2, polar
     assert energy[(0, 1)].min() > 0.9 and energy[(2, 1)].min() > 0
@@ -156,9 +184,13 @@ def test_predicted_residuals_match_the_rules_on_a_band_limited_model():
     twirl = metrics.average(exact, o3.quadrature(12), "vector")
     for degree in (1, 2, 3):
         q = o3.quadrature(degree)
-        f = metrics.average(models.evaluate_rotated(model, atoms, q, ("forces",))["forces"], q, "vector")
+        f = metrics.average(
+            models.evaluate_rotated(model, atoms, q, ("forces",))["forces"], q, "vector"
+        )
         actual = float(((f - twirl) ** 2).sum(-1).mean().sqrt())
-        assert d.properties["forces"]["residual"][degree][0] == pytest.approx(actual, rel=1e-6, abs=1e-12)
+        assert d.properties["forces"]["residual"][degree][0] == pytest.approx(
+            actual, rel=1e-6, abs=1e-12
+        )
 
 
 def test_shipped_pet_spectrum_is_dominated_by_the_equivariant_sectors():
@@ -187,17 +219,32 @@ def test_layer_spectra_of_per_atom_and_per_edge_features():
 def test_layers_of_the_dipole_module_and_errors():
     d = diagnose(Dipole(), cu_cluster(4), max_lambda=2, quadrature=4, layers=["embed"])
     assert d.properties["layer:embed"]["spectrum"][(1, 1)][0] == pytest.approx(1.0, abs=1e-12)
-    with pytest.raises(ValueError, match=r"^the model has no layer 'nope'; its layers are \['embed'\]$"):
+    with pytest.raises(
+        ValueError, match=r"^the model has no layer 'nope'; its layers are \['embed'\]$"
+    ):
         diagnose(Dipole(), cu_cluster(4), max_lambda=1, layers=["nope"])
-    with pytest.raises(TypeError, match=r"^layers must be a list of module names, got the string 'embed'$"):
+    with pytest.raises(
+        TypeError, match=r"^layers must be a list of module names, got the string 'embed'$"
+    ):
         diagnose(Dipole(), cu_cluster(4), max_lambda=1, layers="embed")
-    with pytest.raises(TypeError, match=re.escape("layer spectra need an eager model, and this metatomic model is exported")):
+    with pytest.raises(
+        TypeError,
+        match=re.escape("layer spectra need an eager model, and this metatomic model is exported"),
+    ):
         diagnose(models.shipped_model(), cual_cell((1, 1, 1)), max_lambda=1, layers=["backend"])
-    with pytest.raises(ValueError, match=re.escape("the model has no output ['dipole']; choose among ['energy', 'energies', 'forces', 'stress']")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "the model has no output ['dipole']; choose among ['energy', 'energies', 'forces', 'stress']"
+        ),
+    ):
         diagnose(Dipole(), cu_cluster(4), max_lambda=1, properties=["dipole"])
     with pytest.raises(ValueError, match=r"^max_lambda must be a non-negative int, got -1$"):
         diagnose(Dipole(), cu_cluster(4), max_lambda=-1)
-    with pytest.raises(ValueError, match=r"^the quadrature 'O\+inversion' has degree 3, which cannot resolve the spectrum up to max_lambda=2"):
+    with pytest.raises(
+        ValueError,
+        match=r"^the quadrature 'O\+inversion' has degree 3, which cannot resolve the spectrum up to max_lambda=2",
+    ):
         diagnose(Dipole(), cu_cluster(4), max_lambda=2, quadrature=3)
 
 
@@ -206,8 +253,13 @@ def test_metatrain_checkpoint_layers_drop_the_padded_neighbour_slots(pet_checkpo
     ||W_r||^2 sum_e |r_e|^2 / 3 in (1, +1) and sum_e ||w |r_e| + b||^2 in
     (0, +1), summed over the real edges only (padding would add ||b||^2)."""
     atoms = cu_cluster(9, seed=1)
-    d = diagnose(pet_checkpoint, atoms, max_lambda=2, quadrature=4,
-                 layers=["backend.gnn_layers.0.edge_embedder", "backend.gnn_layers.0"])
+    d = diagnose(
+        pet_checkpoint,
+        atoms,
+        max_lambda=2,
+        quadrature=4,
+        layers=["backend.gnn_layers.0.edge_embedder", "backend.gnn_layers.0"],
+    )
     adapter = models.load(pet_checkpoint)
     linear = adapter.hook_root().backend.gnn_layers[0].edge_embedder
     weight, bias = linear.weight.detach().double(), linear.bias.detach().double()

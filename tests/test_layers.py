@@ -23,7 +23,9 @@ class Twice(torch.nn.Module):
         a = self.block(positions)
         b = self.block(2 * positions)
         node, per_copy = self.pair(a + b, cell)
-        energy = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(0, system_index, node.sum(-1))
+        energy = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(
+            0, system_index, node.sum(-1)
+        )
         return {"energy": energy + 0 * per_copy.sum()}
 
 
@@ -43,7 +45,9 @@ def test_capture_labels_tuples_and_repeated_calls_and_stacks_by_copy():
     sizes = [10, 10, 4]
     stacked = capture.stacked(sizes)
     assert list(stacked) == ["block", "block#1", "pair[0]", "pair[1]"]
-    rotated = torch.einsum("nj,kij->kni", torch.from_numpy(atoms.positions), q.rotations)  # [K, N, 3]
+    rotated = torch.einsum(
+        "nj,kij->kni", torch.from_numpy(atoms.positions), q.rotations
+    )  # [K, N, 3]
     feats, shape = stacked["block"]
     assert shape == (4, 3) and feats.shape == (24, 12)
     assert torch.allclose(feats, rotated.reshape(24, 12), atol=1e-12)
@@ -61,7 +65,12 @@ def test_capture_rejects_a_layout_that_is_not_grouped_by_copy():
     capture = LayerCapture(adapter.hook_root(), ["block"])
     with capture:
         evaluate_rotated(adapter, cu_cluster(4), o3.quadrature(1), ("energy",), batch_size=5)
-    with pytest.raises(ValueError, match=re.escape("the layer output 'block' has shape (20, 3), whose first axis is not a multiple of the 3 rotated copies of its chunk")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "the layer output 'block' has shape (20, 3), whose first axis is not a multiple of the 3 rotated copies of its chunk"
+        ),
+    ):
         capture.stacked([3, 5])
 
 

@@ -13,7 +13,10 @@ from symmd import SymmetryCalculator, metrics, models, o3
 
 @pytest.fixture(scope="module")
 def pets():
-    return {name: models.load(models.shipped_model(name)) for name in ("pet-emt-cual", "pet-emt-cu-cluster")}
+    return {
+        name: models.load(models.shipped_model(name))
+        for name in ("pet-emt-cual", "pet-emt-cu-cluster")
+    }
 
 
 @pytest.mark.parametrize("integrator", ["verlet", "langevin"])
@@ -28,7 +31,9 @@ def test_md_runs_100_steps_in_every_mode(pets, name, mode, integrator):
     if integrator == "verlet":
         dyn = VelocityVerlet(atoms, 1.0 * units.fs)
     else:
-        dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=300, friction=0.02, rng=np.random.default_rng(0))
+        dyn = Langevin(
+            atoms, 1.0 * units.fs, temperature_K=300, friction=0.02, rng=np.random.default_rng(0)
+        )
     e0 = atoms.get_total_energy()
     dyn.run(100)
     assert calc.n_calls >= 100 and np.isfinite(atoms.positions).all()
@@ -45,7 +50,11 @@ def pet_reference(pets):
     atoms = cual_cell(seed=3)
     q = o3.lebedev(11)
     u = models.evaluate_rotated(pets["pet-emt-cual"], atoms, q, ("forces",))["forces"]
-    return atoms, metrics.average(u, q, "vector").numpy(), float((metrics.equivariance_error(u, q, "vector") ** 2).mean().sqrt())
+    return (
+        atoms,
+        metrics.average(u, q, "vector").numpy(),
+        float((metrics.equivariance_error(u, q, "vector") ** 2).mean().sqrt()),
+    )
 
 
 def test_averaged_pet_forces_converge_to_the_degree_11_reference(pets, pet_reference):
@@ -53,7 +62,9 @@ def test_averaged_pet_forces_converge_to_the_degree_11_reference(pets, pet_refer
     distance = {}
     for degree in (3, 5, 7):
         copy = atoms.copy()
-        copy.calc = SymmetryCalculator(pets["pet-emt-cual"], symmetrize="average", quadrature=degree)
+        copy.calc = SymmetryCalculator(
+            pets["pet-emt-cual"], symmetrize="average", quadrature=degree
+        )
         distance[degree] = np.sqrt(np.mean(np.sum((copy.get_forces() - reference) ** 2, axis=1)))
     assert distance[3] > distance[5] > distance[7]
     assert distance[5] * 10 < raw_error

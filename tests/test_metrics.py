@@ -2,7 +2,6 @@ import re
 
 import pytest
 import torch
-from conftest import random_rotations
 
 from symmd import metrics, o3
 
@@ -17,14 +16,18 @@ def rotate_rows(x, rot):
 def only_sector(spectrum, sector, value, atol=1e-12):
     for key, b in spectrum.items():
         expected = value if key == sector else torch.zeros_like(b)
-        assert torch.allclose(b, torch.as_tensor(expected, dtype=torch.float64).expand_as(b), atol=atol), key
+        assert torch.allclose(
+            b, torch.as_tensor(expected, dtype=torch.float64).expand_as(b), atol=atol
+        ), key
 
 
 @pytest.mark.parametrize("q", [o3.quadrature(2), o3.lebedev(3), Q6], ids=lambda q: q.name)
 def test_constant_lab_frame_vector(q):
     v = torch.tensor([0.3, -1.2, 0.5], dtype=torch.float64)
     u = v.expand(len(q), 3)
-    assert torch.allclose(metrics.average(u, q, "vector"), torch.zeros(3, dtype=torch.float64), atol=1e-14)
+    assert torch.allclose(
+        metrics.average(u, q, "vector"), torch.zeros(3, dtype=torch.float64), atol=1e-14
+    )
     assert torch.allclose(metrics.equivariance_error(u, q, "vector"), v.norm(), atol=1e-14)
     spectrum = metrics.character_spectrum(u, q, max_lambda=1, kind="vector")
     only_sector(spectrum, (0, 1), v.norm() ** 2)
@@ -75,7 +78,9 @@ def test_parseval_for_a_band_limited_response():
     for i in range(4):
         for j in range(4 - i):
             for k in range(4 - i - j):  # total degree <= 3
-                u += (x**i * y**j * z**k)[:, None] * (coeffs[i, j, k] * torch.stack([torch.ones_like(det), det], 1))
+                u += (x**i * y**j * z**k)[:, None] * (
+                    coeffs[i, j, k] * torch.stack([torch.ones_like(det), det], 1)
+                )
     spectrum = metrics.character_spectrum(u, Q6, max_lambda=3)
     total = sum(spectrum.values())
     assert total.shape == (2,)
@@ -118,21 +123,44 @@ def test_equivariant_forces_and_stress_back_transform_to_constants(dtype):
 def test_haar_rules_give_monte_carlo_spectra_without_a_degree_check():
     q = o3.haar(50, seed=0)
     u = torch.ones(len(q), dtype=torch.float64)
-    assert torch.allclose(metrics.character_spectrum(u, q, max_lambda=4)[(0, 1)], torch.tensor(1.0, dtype=torch.float64))
+    assert torch.allclose(
+        metrics.character_spectrum(u, q, max_lambda=4)[(0, 1)],
+        torch.tensor(1.0, dtype=torch.float64),
+    )
 
 
 def test_metric_errors_name_the_problem():
     q = o3.quadrature(2)
-    with pytest.raises(ValueError, match=re.escape(f"u must be stacked along axis 0 with one slice per rotation: expected shape [{len(q)}, ...], got (3, 3)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            f"u must be stacked along axis 0 with one slice per rotation: expected shape [{len(q)}, ...], got (3, 3)"
+        ),
+    ):
         metrics.average(torch.ones(3, 3), q, "vector")
-    with pytest.raises(ValueError, match=re.escape("a vector response must have shape [K, ...], 3, got (24, 2)")):
+    with pytest.raises(
+        ValueError, match=re.escape("a vector response must have shape [K, ...], 3, got (24, 2)")
+    ):
         metrics.average(torch.ones(len(q), 2), q, "vector")
-    with pytest.raises(ValueError, match=re.escape("kind must be one of ['scalar', 'vector', 'rank2'], got 'tensor'")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("kind must be one of ['scalar', 'vector', 'rank2'], got 'tensor'"),
+    ):
         metrics.average(torch.ones(len(q)), q, "tensor")
     with pytest.raises(TypeError, match=re.escape("q must be a symmd.o3.Quadrature, got Tensor")):
         metrics.average(torch.ones(len(q)), q.rotations, "scalar")
-    with pytest.raises(ValueError, match=re.escape("the quadrature 'T+inversion' has degree 2, which cannot resolve the spectrum up to max_lambda=2 (needs degree >= 4); use symmd.o3.quadrature(4) or lower max_lambda")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "the quadrature 'T+inversion' has degree 2, which cannot resolve the spectrum up to max_lambda=2 (needs degree >= 4); use symmd.o3.quadrature(4) or lower max_lambda"
+        ),
+    ):
         metrics.character_spectrum(torch.ones(len(q)), q, max_lambda=2)
     proper = o3.quadrature(4, inversion=False)
-    with pytest.raises(ValueError, match=re.escape("the quadrature 'I' has no improper elements, so it cannot separate the parities sigma = +1 and -1; build it with inversion=True")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "the quadrature 'I' has no improper elements, so it cannot separate the parities sigma = +1 and -1; build it with inversion=True"
+        ),
+    ):
         metrics.character_spectrum(torch.ones(len(proper)), proper, max_lambda=2)

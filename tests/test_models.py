@@ -41,7 +41,11 @@ def test_metatomic_batched_matches_per_copy_metatomic_calculator(toy):
     rot = random_rotations(6, seed=1)
     out = models.evaluate_rotated(models.load(toy), atoms, rot, ("energy", "forces", "stress"))
     ref = per_copy_reference(MetatomicCalculator(toy), atoms, rot)
-    assert out["energy"].shape == (6,) and out["forces"].shape == (6, 32, 3) and out["stress"].shape == (6, 3, 3)
+    assert (
+        out["energy"].shape == (6,)
+        and out["forces"].shape == (6, 32, 3)
+        and out["stress"].shape == (6, 3, 3)
+    )
     out["stress"] = symmetric(out["stress"])
     for key in ref:
         assert torch.allclose(out[key], ref[key], atol=1e-12, rtol=1e-12), key
@@ -75,8 +79,13 @@ def test_callable_batched_matches_plain_calls_and_finite_differences():
     out = models.evaluate_rotated(lab_frame_callable, atoms, rot, ("energy", "forces"))
     for k, r in enumerate(rot):
         pos = torch.tensor(atoms.positions @ r.numpy().T, requires_grad=True)
-        energy = lab_frame_callable(pos, torch.tensor(atoms.numbers), torch.zeros(1, 3, 3, dtype=torch.float64),
-                                    torch.zeros(1, 3, dtype=torch.bool), torch.zeros(8, dtype=torch.long))["energy"]
+        energy = lab_frame_callable(
+            pos,
+            torch.tensor(atoms.numbers),
+            torch.zeros(1, 3, 3, dtype=torch.float64),
+            torch.zeros(1, 3, dtype=torch.bool),
+            torch.zeros(8, dtype=torch.long),
+        )["energy"]
         (grad,) = torch.autograd.grad(energy.sum(), pos)
         assert abs(float(energy[0] - out["energy"][k])) < 1e-12
         assert torch.allclose(out["forces"][k], -grad, atol=1e-12)
@@ -88,7 +97,9 @@ def test_callable_batched_matches_plain_calls_and_finite_differences():
         plus, minus = atoms.copy(), atoms.copy()
         plus.positions[i, a] += h
         minus.positions[i, a] -= h
-        e = models.evaluate_rotated(lab_frame_callable, [plus, minus], torch.eye(3), ("energy",))["energy"][0]
+        e = models.evaluate_rotated(lab_frame_callable, [plus, minus], torch.eye(3), ("energy",))[
+            "energy"
+        ][0]
         assert abs(float(-(e[0] - e[1]) / (2 * h) - ref[i, a])) < 1e-7
     assert np.array_equal(pos, atoms.positions)
 
@@ -105,7 +116,11 @@ def test_stress_matches_finite_differences_of_strain(toy):
             strained = atoms.copy()
             strained.set_cell(atoms.cell.array @ eps, scale_atoms=False)
             strained.positions = atoms.positions @ eps
-            energies.append(float(models.evaluate_rotated(toy, strained, torch.eye(3), ("energy",))["energy"][0]))
+            energies.append(
+                float(
+                    models.evaluate_rotated(toy, strained, torch.eye(3), ("energy",))["energy"][0]
+                )
+            )
         fd = (energies[0] - energies[1]) / (2 * h) / atoms.get_volume()
         assert abs(fd - float(stress[a, b])) < 1e-8
 
@@ -114,9 +129,15 @@ def test_stress_matches_finite_differences_of_strain(toy):
 def test_results_do_not_depend_on_batch_size(toy, batch_size):
     atoms = [cual_cell(seed=1), cual_cell((1, 1, 2), seed=2)]
     q = o3.quadrature(2)
-    out = models.evaluate_rotated(toy, atoms, q, ("energy", "forces", "stress", "energies"), batch_size=batch_size)
+    out = models.evaluate_rotated(
+        toy, atoms, q, ("energy", "forces", "stress", "energies"), batch_size=batch_size
+    )
     full = models.evaluate_rotated(toy, atoms, q, ("energy", "forces", "stress", "energies"))
-    assert out["energy"].shape == (24, 2) and out["forces"].shape == (24, 40, 3) and out["stress"].shape == (24, 2, 3, 3)
+    assert (
+        out["energy"].shape == (24, 2)
+        and out["forces"].shape == (24, 40, 3)
+        and out["stress"].shape == (24, 2, 3, 3)
+    )
     for key in full:
         assert torch.allclose(out[key], full[key], atol=1e-12, rtol=0), key
     assert torch.allclose(out["energies"][:, :32].sum(1), out["energy"][:, 0], atol=1e-12)
@@ -150,7 +171,12 @@ def test_float32_model_keeps_float32_inside_and_returns_float64():
         calls.append(positions.dtype)
         return lab_frame_callable(positions, types, cell, pbc, system_index)
 
-    out = models.evaluate_rotated(models.load(f, dtype=torch.float32), cu_cluster(6), random_rotations(3), ("energy", "forces"))
+    out = models.evaluate_rotated(
+        models.load(f, dtype=torch.float32),
+        cu_cluster(6),
+        random_rotations(3),
+        ("energy", "forces"),
+    )
     assert calls == [torch.float32] and out["forces"].dtype == torch.float64
 
 
@@ -166,7 +192,9 @@ def test_one_model_call_per_chunk(toy):
 
     counting = Counting.__new__(Counting)
     counting.__dict__.update(adapter.__dict__)
-    models.evaluate_rotated(counting, cual_cell(), o3.quadrature(3), ("energy", "forces"), batch_size=20)
+    models.evaluate_rotated(
+        counting, cual_cell(), o3.quadrature(3), ("energy", "forces"), batch_size=20
+    )
     assert calls == [20, 20, 8]
 
 
@@ -174,31 +202,73 @@ def test_bad_input_raises_clear_errors(toy, tmp_path):
     atoms = cual_cell()
     gold = atoms.copy()
     gold.numbers[0] = 79
-    with pytest.raises(ValueError, match=re.escape("unknown element for this model: atomic number 79 (Au); the model knows [13, 29]")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "unknown element for this model: atomic number 79 (Au); the model knows [13, 29]"
+        ),
+    ):
         models.evaluate_rotated(toy, gold, torch.eye(3))
     nan = atoms.copy()
     nan.positions[[2, 5], 1] = np.nan
-    with pytest.raises(ValueError, match=re.escape("structure 0 has non-finite (NaN or inf) positions for atoms [2, 5]; check the integrator or the input file")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "structure 0 has non-finite (NaN or inf) positions for atoms [2, 5]; check the integrator or the input file"
+        ),
+    ):
         models.evaluate_rotated(toy, nan, torch.eye(3))
     with pytest.raises(ValueError, match=re.escape("structure 1 is empty: it has no atoms")):
         models.evaluate_rotated(toy, [atoms, atoms[:0]], torch.eye(3))
-    with pytest.raises(PropertyNotImplementedError, match=re.escape("stress is only defined for fully periodic structures; structures [0] are not periodic in all three directions")):
+    with pytest.raises(
+        PropertyNotImplementedError,
+        match=re.escape(
+            "stress is only defined for fully periodic structures; structures [0] are not periodic in all three directions"
+        ),
+    ):
         models.evaluate_rotated(toy, cu_cluster(), torch.eye(3), ("stress",))
-    with pytest.raises(ValueError, match=re.escape("non_conservative=True but the model has no 'non_conservative_force(s)' output; its outputs are ['energy']; use non_conservative=False")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "non_conservative=True but the model has no 'non_conservative_force(s)' output; its outputs are ['energy']; use non_conservative=False"
+        ),
+    ):
         models.load(toy, non_conservative=True)
-    with pytest.raises(FileNotFoundError, match=re.escape("model file 'missing.pt' does not exist")):
+    with pytest.raises(
+        FileNotFoundError, match=re.escape("model file 'missing.pt' does not exist")
+    ):
         models.load("missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_text("not a model")
-    with pytest.raises(ValueError, match=rf"^{re.escape(repr(str(junk)))} is not an exported metatomic model \(.*\); export it with metatomic.torch.AtomisticModel.save or `mtt export`, or pass a metatrain checkpoint as a .ckpt file$"):
+    with pytest.raises(
+        ValueError,
+        match=rf"^{re.escape(repr(str(junk)))} is not an exported metatomic model \(.*\); export it with metatomic.torch.AtomisticModel.save or `mtt export`, or pass a metatrain checkpoint as a .ckpt file$",
+    ):
         models.load(junk)
-    with pytest.raises(ValueError, match=re.escape("the model returned no ['energies'] output (it returned ['energy']); return per-atom 'energies' to use them")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "the model returned no ['energies'] output (it returned ['energy']); return per-atom 'energies' to use them"
+        ),
+    ):
         models.evaluate_rotated(lab_frame_callable, cu_cluster(), torch.eye(3), ("energies",))
-    with pytest.raises(ValueError, match=re.escape("the model has no output ['dipole']; choose among ['energy', 'energies', 'forces', 'stress']")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "the model has no output ['dipole']; choose among ['energy', 'energies', 'forces', 'stress']"
+        ),
+    ):
         models.evaluate_rotated(toy, atoms, torch.eye(3), ("dipole",))
-    with pytest.raises(TypeError, match=re.escape("model must be a path to a metatomic model or metatrain checkpoint, an AtomisticModel, an ASE calculator or a torch callable, got int")):
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "model must be a path to a metatomic model or metatrain checkpoint, an AtomisticModel, an ASE calculator or a torch callable, got int"
+        ),
+    ):
         models.load(3)
-    with pytest.raises(ValueError, match=re.escape("batch_size must be a positive int or None, got 0")):
+    with pytest.raises(
+        ValueError, match=re.escape("batch_size must be a positive int or None, got 0")
+    ):
         models.evaluate_rotated(toy, atoms, torch.eye(3), batch_size=0)
 
 
@@ -210,16 +280,34 @@ def test_declared_extra_outputs_come_back_per_copy_with_their_kind():
     assert model.declared_outputs() == ["non_conservative_force", "feature", "mtt::dipole"]
     frames = [cu_cluster(4), cu_cluster(6, seed=2)]
     rot = random_rotations(3, seed=4)
-    out = models.evaluate_rotated(model, frames, rot, ("energy", "feature", "mtt::dipole", "non_conservative_force"))
+    out = models.evaluate_rotated(
+        model, frames, rot, ("energy", "feature", "mtt::dipole", "non_conservative_force")
+    )
     assert isinstance(out, models.Responses)
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "energy": (3, 2), "feature": (3, 10, 2), "mtt::dipole": (3, 2, 1, 3), "non_conservative_force": (3, 10, 1, 3)}
-    assert out.kinds == {"energy": "scalar", "feature": "scalar", "mtt::dipole": "vector", "non_conservative_force": "vector"}
-    assert out.per_atom == {"energy": False, "feature": True, "mtt::dipole": False, "non_conservative_force": True}
+        "energy": (3, 2),
+        "feature": (3, 10, 2),
+        "mtt::dipole": (3, 2, 1, 3),
+        "non_conservative_force": (3, 10, 1, 3),
+    }
+    assert out.kinds == {
+        "energy": "scalar",
+        "feature": "scalar",
+        "mtt::dipole": "vector",
+        "non_conservative_force": "vector",
+    }
+    assert out.per_atom == {
+        "energy": False,
+        "feature": True,
+        "mtt::dipole": False,
+        "non_conservative_force": True,
+    }
     # the per-system dipole of copy k is sum_i q_i r_i R_k^T
     q = torch.tensor([0.1] * 4, dtype=torch.float64)
     dipole = (q[:, None] * torch.from_numpy(frames[0].positions)).sum(0)
-    assert torch.allclose(out["mtt::dipole"][:, 0, 0], torch.einsum("j,kij->ki", dipole, rot), atol=1e-12)
+    assert torch.allclose(
+        out["mtt::dipole"][:, 0, 0], torch.einsum("j,kij->ki", dipole, rot), atol=1e-12
+    )
     # single structure: per-system rows dropped, like the energy
     single = models.evaluate_rotated(model, frames[0], rot, ("mtt::dipole",))
     assert single["mtt::dipole"].shape == (3, 1, 3)
@@ -227,16 +315,28 @@ def test_declared_extra_outputs_come_back_per_copy_with_their_kind():
 
 def test_callable_extra_outputs_are_validated():
     def fn(positions, types, cell, pbc, system_index):
-        energy = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(0, system_index, positions.sum(1))
+        energy = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(
+            0, system_index, positions.sum(1)
+        )
         return {"energy": energy, "moment": positions[:2]}
 
     fn.extra_outputs = {"moment": "vector"}
     adapter = models.load(fn)
     assert adapter.declared_outputs() == ["moment"]
-    with pytest.raises(ValueError, match=re.escape("the output 'moment' of kind vector has shape (2, 3); expected [5 atoms or 1 structures, (P,), 3]")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "the output 'moment' of kind vector has shape (2, 3); expected [5 atoms or 1 structures, (P,), 3]"
+        ),
+    ):
         models.evaluate_rotated(adapter, cu_cluster(5), torch.eye(3), ("moment",))
     fn.extra_outputs = {"moment": "tensor"}
-    with pytest.raises(ValueError, match=re.escape("extra_outputs kinds must be among ['scalar', 'vector', 'rank2'], got {'moment': 'tensor'}")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "extra_outputs kinds must be among ['scalar', 'vector', 'rank2'], got {'moment': 'tensor'}"
+        ),
+    ):
         models.load(fn)
 
 
@@ -254,5 +354,7 @@ def test_metatrain_checkpoints_and_eager_models_load_eagerly(pet_checkpoint, tmp
     assert torch.allclose(a["forces"], b["forces"], atol=1e-6)
     junk = tmp_path / "junk.ckpt"
     junk.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match=rf"^{re.escape(repr(str(junk)))} is not a metatrain checkpoint \("):
+    with pytest.raises(
+        ValueError, match=rf"^{re.escape(repr(str(junk)))} is not a metatrain checkpoint \("
+    ):
         models.load(junk)

@@ -17,7 +17,15 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from conftest import cu_cluster, cual_cell
 from toy_models import lab_frame_callable
 
-from symmd import InstabilityError, InstabilityWarning, Monitor, SymmetryCalculator, metrics, models, o3
+from symmd import (
+    InstabilityError,
+    InstabilityWarning,
+    Monitor,
+    SymmetryCalculator,
+    metrics,
+    models,
+    o3,
+)
 from symmd.monitor import LOG_FIELDS, random_o3, sample_error
 
 
@@ -34,7 +42,12 @@ def test_monitor_estimate_is_unbiased_over_200_seeds(pet):
     draws = [random_o3(2, np.random.default_rng(seed)) for seed in range(200)]
     all_rot = torch.cat([q.rotations for q in draws])
     u = models.evaluate_rotated(pet, atoms, all_rot, ("forces",), batch_size=100)["forces"]
-    estimates = np.array([float(sample_error(u[2 * s : 2 * s + 2], q, "vector")[0].mean()) for s, q in enumerate(draws)])
+    estimates = np.array(
+        [
+            float(sample_error(u[2 * s : 2 * s + 2], q, "vector")[0].mean())
+            for s, q in enumerate(draws)
+        ]
+    )
     stderr = estimates.std(ddof=1) / np.sqrt(len(estimates))
     assert abs(estimates.mean() - a2_full) < 3 * stderr
     assert a2_full > 1e-5  # the model is measurably non-equivariant
@@ -48,14 +61,22 @@ def test_sample_error_is_exact_for_two_draws_of_a_known_response():
     z = metrics.back_transform(u, q, "vector")
     assert torch.allclose(a2, ((z[0] - z[1]) ** 2).sum() / 2)
     assert torch.allclose(se, a2 * (2 / 3) ** 0.5)
-    with pytest.raises(ValueError, match="^an unbiased estimate needs at least 2 rotations, got 1$"):
+    with pytest.raises(
+        ValueError, match="^an unbiased estimate needs at least 2 rotations, got 1$"
+    ):
         sample_error(u[:1], random_o3(1, np.random.default_rng(0)), "vector")
 
 
 def langevin(atoms, calc, temperature, seed, dt=2.0):
     MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
     atoms.calc = calc
-    return Langevin(atoms, dt * units.fs, temperature_K=temperature, friction=0.02, rng=np.random.default_rng(seed))
+    return Langevin(
+        atoms,
+        dt * units.fs,
+        temperature_K=temperature,
+        friction=0.02,
+        rng=np.random.default_rng(seed),
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -86,7 +107,10 @@ def test_unstable_run_is_stopped_before_atoms_overlap(pet, seed, tmp_path):
     dyn = langevin(atoms, SymmetryCalculator(pet, monitor=monitor), 20000, seed)
     with pytest.raises(InstabilityError) as info:
         dyn.run(300)
-    assert re.match(rf"^step {info.value.step}: \w+ = \S+ (A is below 0.6 x the sum of covalent radii|exceeds its limit)", str(info.value))
+    assert re.match(
+        rf"^step {info.value.step}: \w+ = \S+ (A is below 0.6 x the sum of covalent radii|exceeds its limit)",
+        str(info.value),
+    )
     assert np.isfinite(atoms.positions).all() and not overlap(atoms)
     good = __import__("ase.io").io.read(f"{log}.last_good.extxyz")
     assert len(good) == len(atoms) and not overlap(good)
@@ -97,7 +121,9 @@ def test_unstable_run_is_stopped_before_atoms_overlap(pet, seed, tmp_path):
 def test_adaptive_switches_to_average_and_logs_it(tmp_path):
     log = tmp_path / "adaptive.csv"
     monitor = Monitor(every=1, threshold={"rel_forces": 1e-6}, log=log, seed=0)
-    calc = SymmetryCalculator(lab_frame_callable, symmetrize="adaptive", quadrature=3, monitor=monitor)
+    calc = SymmetryCalculator(
+        lab_frame_callable, symmetrize="adaptive", quadrature=3, monitor=monitor
+    )
     assert monitor.action == "warn" and calc.mode == "none"
     monitor.action = "symmetrize"
     atoms = cu_cluster(8)
@@ -107,7 +133,9 @@ def test_adaptive_switches_to_average_and_logs_it(tmp_path):
     atoms2 = atoms.copy()
     atoms2.calc = averaged
     assert calc.mode == "average" and np.allclose(forces, atoms2.get_forces(), atol=1e-12)
-    assert calc.switches == [{"call": 1, "from": "none", "to": "average", "reason": monitor.events[0]["message"]}]
+    assert calc.switches == [
+        {"call": 1, "from": "none", "to": "average", "reason": monitor.events[0]["message"]}
+    ]
     rows = list(csv.DictReader(open(log)))
     assert any(r["flags"] == "switch:none->average" for r in rows)
 
@@ -115,15 +143,19 @@ def test_adaptive_switches_to_average_and_logs_it(tmp_path):
 def test_adaptive_default_monitor_symmetrizes_and_backs_off():
     calc = SymmetryCalculator(lab_frame_callable, symmetrize="adaptive")
     assert isinstance(calc.monitor, Monitor) and calc.monitor.action == "symmetrize"
-    monitor = Monitor(every=1, threshold=1e-6, action="symmetrize", back_off=True, patience=2, seed=0)
-    calc = SymmetryCalculator(lab_frame_callable, symmetrize="adaptive", quadrature=3, monitor=monitor)
+    monitor = Monitor(
+        every=1, threshold=1e-6, action="symmetrize", back_off=True, patience=2, seed=0
+    )
+    calc = SymmetryCalculator(
+        lab_frame_callable, symmetrize="adaptive", quadrature=3, monitor=monitor
+    )
     monitor.thresholds["rel_forces"] = 1e-6
     atoms = cu_cluster(8)
     atoms.calc = calc
     atoms.get_forces()
     assert calc.mode == "average"
     monitor.thresholds["rel_forces"] = 10.0  # now everything is calm
-    for k in range(3):
+    for _k in range(3):
         atoms.positions[0, 0] += 0.01
         atoms.get_forces()
     assert calc.mode == "none" and [s["to"] for s in calc.switches] == ["average", "none"]
@@ -132,7 +164,9 @@ def test_adaptive_default_monitor_symmetrizes_and_backs_off():
 def test_callable_action_and_determinism():
     def run():
         seen = []
-        monitor = Monitor(every=2, threshold=1e-6, action=lambda m, event: seen.append(event["step"]), seed=3)
+        monitor = Monitor(
+            every=2, threshold=1e-6, action=lambda m, event: seen.append(event["step"]), seed=3
+        )
         atoms = cu_cluster(7)
         atoms.calc = SymmetryCalculator(lab_frame_callable, monitor=monitor)
         for _ in range(5):
@@ -148,7 +182,7 @@ def test_log_survives_an_interrupted_run(tmp_path):
     log = tmp_path / "killed.csv"
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
         from conftest import cu_cluster
         from toy_models import lab_frame_callable
         from ase.md.verlet import VelocityVerlet
@@ -175,9 +209,17 @@ def test_log_survives_an_interrupted_run(tmp_path):
 
 
 def test_monitor_argument_errors():
-    with pytest.raises(ValueError, match=re.escape("rotations must be an int >= 2 (an unbiased variance needs two draws), got 1")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "rotations must be an int >= 2 (an unbiased variance needs two draws), got 1"
+        ),
+    ):
         Monitor(rotations=1)
     with pytest.raises(ValueError, match=re.escape("every must be a positive int, got 0")):
         Monitor(every=0)
-    with pytest.raises(ValueError, match=re.escape("action must be 'warn', 'raise', 'symmetrize' or a callable, got 'stop'")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("action must be 'warn', 'raise', 'symmetrize' or a callable, got 'stop'"),
+    ):
         Monitor(action="stop")

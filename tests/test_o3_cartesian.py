@@ -39,9 +39,18 @@ def test_vectors_are_their_own_spherical_components():
 
 
 def test_cartesian_errors():
-    with pytest.raises(ValueError, match=re.escape("kind must be 'vector' or 'rank2', got 'rank3'")):
+    with pytest.raises(
+        ValueError, match=re.escape("kind must be 'vector' or 'rank2', got 'rank3'")
+    ):
         o3.cartesian_to_spherical(torch.ones(3), "rank3")
-    with pytest.raises(ValueError, match=re.escape("a rank-2 tensor must have shape [..., 3, 3], got (3,)")):
+    with pytest.raises(
+        ValueError, match=re.escape("a rank-2 tensor must have shape [..., 3, 3], got (3,)")
+    ):
         o3.cartesian_to_spherical(torch.ones(3), "rank2")
-    with pytest.raises(ValueError, match=re.escape("blocks [(3, 1)] do not belong to a rank2; expected keys among [(0, 1), (1, -1), (2, 1)]")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "blocks [(3, 1)] do not belong to a rank2; expected keys among [(0, 1), (1, -1), (2, 1)]"
+        ),
+    ):
         o3.spherical_to_cartesian({(3, 1): torch.ones(7)}, "rank2")

@@ -48,7 +48,9 @@ def test_lebedev_rules_fail_just_above_their_degree(degree):
     assert max(errors) > 1e-3
 
 
-@pytest.mark.parametrize("name,degree,size", [("D2", 1, 4), ("T", 2, 12), ("O", 3, 24), ("I", 5, 60)])
+@pytest.mark.parametrize(
+    "name,degree,size", [("D2", 1, 4), ("T", 2, 12), ("O", 3, 24), ("I", 5, 60)]
+)
 def test_point_groups_have_their_degree(name, degree, size):
     q = o3.point_group(name)
     assert len(q) == 2 * size and len(o3.point_group(name, inversion=False)) == size
@@ -73,7 +75,7 @@ def test_inversion_doubles_every_rule():
         (o3.quadrature(3, inversion=False), o3.quadrature(3)),
     ]:
         assert len(q2) == 2 * len(q1)
-        assert torch.equal(q2.rotations[len(q1):], -q1.rotations)
+        assert torch.equal(q2.rotations[len(q1) :], -q1.rotations)
         assert torch.allclose(q2.weights.sum(), torch.tensor(1.0, dtype=torch.float64))
     assert not o3.lebedev(4, inversion=False).has_inversion and o3.lebedev(4).has_inversion
 
@@ -126,14 +128,20 @@ def test_degree_must_be_an_int():
 
 
 def test_unknown_point_group_is_rejected():
-    with pytest.raises(ValueError, match=re.escape("point group 'X' is not supported; use one of ['D2', 'I', 'O', 'T']")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("point group 'X' is not supported; use one of ['D2', 'I', 'O', 'T']"),
+    ):
         o3.point_group("X")
 
 
 def test_non_orthogonal_rotations_are_rejected():
     rot = torch.eye(3, dtype=torch.float64)[None].repeat(2, 1, 1)
     rot[1, 0, 0] = 1.1
-    with pytest.raises(ValueError, match=r"^rotations must be orthogonal 3x3 matrices \(R R\^T = I\); the largest deviation is 0.21;"):
+    with pytest.raises(
+        ValueError,
+        match=r"^rotations must be orthogonal 3x3 matrices \(R R\^T = I\); the largest deviation is 0.21;",
+    ):
         o3.Quadrature(rot, torch.tensor([0.5, 0.5]), None, "bad")
     with pytest.raises(ValueError, match=r"^rotation must be orthogonal"):
         o3.quadrature(1).reoriented(2 * torch.eye(3))
@@ -141,13 +149,25 @@ def test_non_orthogonal_rotations_are_rejected():
 
 def test_quadrature_shapes_and_weights_are_checked():
     eye = torch.eye(3, dtype=torch.float64)[None]
-    with pytest.raises(ValueError, match=re.escape("rotations must have shape [K, 3, 3] with K >= 1, got (3, 3)")):
+    with pytest.raises(
+        ValueError, match=re.escape("rotations must have shape [K, 3, 3] with K >= 1, got (3, 3)")
+    ):
         o3.Quadrature(eye[0], torch.ones(1), None, "bad")
-    with pytest.raises(ValueError, match=re.escape("weights must have shape [K] = [1] to match the rotations, got (2,)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("weights must have shape [K] = [1] to match the rotations, got (2,)"),
+    ):
         o3.Quadrature(eye, torch.ones(2) / 2, None, "bad")
-    with pytest.raises(ValueError, match=re.escape("weights must be finite and sum to 1, got sum 2.0; normalize them (weights / weights.sum())")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "weights must be finite and sum to 1, got sum 2.0; normalize them (weights / weights.sum())"
+        ),
+    ):
         o3.Quadrature(eye, 2 * torch.ones(1), None, "bad")
-    with pytest.raises(ValueError, match=re.escape("degree must be a non-negative int or None, got -2")):
+    with pytest.raises(
+        ValueError, match=re.escape("degree must be a non-negative int or None, got -2")
+    ):
         o3.Quadrature(eye, torch.ones(1), -2, "bad")
 
 

@@ -35,7 +35,11 @@ def test_wigner_d_of_order_one_is_the_rotation_and_identity_is_identity():
     proper = rot * torch.sign(torch.linalg.det(rot))[:, None, None]
     assert torch.allclose(o3.wigner_d(1, rot), proper, atol=1e-14)
     for lam in range(5):
-        assert torch.allclose(o3.wigner_d(lam, torch.eye(3, dtype=torch.float64)), torch.eye(2 * lam + 1, dtype=torch.float64), atol=1e-14)
+        assert torch.allclose(
+            o3.wigner_d(lam, torch.eye(3, dtype=torch.float64)),
+            torch.eye(2 * lam + 1, dtype=torch.float64),
+            atol=1e-14,
+        )
 
 
 @pytest.mark.parametrize("lam", range(0, 7))
@@ -63,9 +67,15 @@ def test_bad_arguments_are_named():
     rot = torch.eye(3)
     with pytest.raises(ValueError, match=re.escape("lam must be a non-negative int, got -1")):
         o3.wigner_d(-1, rot)
-    with pytest.raises(ValueError, match=re.escape("sigma must be +1 (polar) or -1 (axial), got 0")):
+    with pytest.raises(
+        ValueError, match=re.escape("sigma must be +1 (polar) or -1 (axial), got 0")
+    ):
         o3.character(1, 0, rot)
-    with pytest.raises(ValueError, match=re.escape("rotations must have shape [..., 3, 3], got (3,)")):
+    with pytest.raises(
+        ValueError, match=re.escape("rotations must have shape [..., 3, 3], got (3,)")
+    ):
         o3.wigner_d(1, torch.ones(3))
-    with pytest.raises(TypeError, match=re.escape("rotations must be a torch.Tensor [K, 3, 3], got list")):
+    with pytest.raises(
+        TypeError, match=re.escape("rotations must be a torch.Tensor [K, 3, 3], got list")
+    ):
         o3.wigner_d(1, [[1, 0, 0]])

@@ -18,7 +18,11 @@ def uniaxial(positions, types, cell, pbc, system_index, a=0.3):
     v = positions[j[same]] - positions[i[same]]
     r = v.norm(dim=-1)
     e = torch.exp(-r) * (1 + a * (v[:, 2] / r) ** 4)
-    return {"energy": torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(0, system_index[i[same]], e)}
+    return {
+        "energy": torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(
+            0, system_index[i[same]], e
+        )
+    }
 
 
 def twirl_and_rule_average(model, atoms, degree, prop="forces", kind="vector"):
@@ -36,10 +40,15 @@ def test_aliasing_vanishes_exactly_up_to_the_degree(degree):
         elif lam <= degree:
             assert s.abs().max() < 1e-12, (lam, sigma)
     # the rule is exact to its degree and no further: some sector above aliases
-    assert max(float(s.abs().max()) for (lam, _), s in aliasing(q, degree + 3).items() if lam > degree) > 1e-3
+    assert (
+        max(float(s.abs().max()) for (lam, _), s in aliasing(q, degree + 3).items() if lam > degree)
+        > 1e-3
+    )
 
 
-@pytest.mark.parametrize("prop, kind", [("forces", "vector"), ("energy", "scalar"), ("stress", "rank2")])
+@pytest.mark.parametrize(
+    "prop, kind", [("forces", "vector"), ("energy", "scalar"), ("stress", "rank2")]
+)
 def test_predicted_residual_is_exact_for_a_band_limited_model(prop, kind):
     """The energies have lambda <= 4 with a fixed lab-frame index, so z(g)
     stops at lambda = 4 (energy, forces) or 6 (stress: times the
@@ -56,7 +65,13 @@ def test_predicted_residual_is_exact_for_a_band_limited_model(prop, kind):
     predicted = predict_residuals(u, probe, kind, CANDIDATE_DEGREES)
     for degree in CANDIDATE_DEGREES:
         diff = twirl_and_rule_average(model, atoms, degree, prop, kind) - twirl
-        actual = diff.pow(2).sum(dim=tuple(range(diff.ndim - (kind != "scalar") - (kind == "rank2"), diff.ndim))).sqrt() if kind != "scalar" else diff.abs()
+        actual = (
+            diff.pow(2)
+            .sum(dim=tuple(range(diff.ndim - (kind != "scalar") - (kind == "rank2"), diff.ndim)))
+            .sqrt()
+            if kind != "scalar"
+            else diff.abs()
+        )
         assert torch.allclose(predicted[degree], actual, atol=1e-11), degree
     assert max(float(predicted[d].max()) for d in (1, 2, 3)) > 1e-5  # point groups alias
     assert float(predicted[7 if kind == "rank2" else 5].max()) < 1e-11  # exact beyond the content
@@ -71,14 +86,19 @@ def test_reoriented_prediction_is_the_rms_over_orientations():
     twirl = metrics.average(u, probe, "vector")
     predicted = predict_residuals(u, probe, "vector", [1, 2], reorient=True)
     fixed = predict_residuals(u, probe, "vector", [1, 2])
-    assert float(predicted[1].min()) > 1e-4 and not torch.allclose(predicted[1], fixed[1], rtol=1e-3)
+    assert float(predicted[1].min()) > 1e-4 and not torch.allclose(
+        predicted[1], fixed[1], rtol=1e-3
+    )
     orientations = o3.lebedev(8, inversion=False)
     for degree in (1, 2):
         q = o3.quadrature(degree)
         rot = torch.einsum("kab,rbc->rkac", q.rotations, orientations.rotations).reshape(-1, 3, 3)
         out = models.evaluate_rotated(model, atoms, rot, ("forces",))["forces"]  # [R K, N, 3]
-        z = torch.einsum("rkni,rkij->rknj", out.reshape(len(orientations), len(q), -1, 3),
-                         rot.reshape(len(orientations), len(q), 3, 3))
+        z = torch.einsum(
+            "rkni,rkij->rknj",
+            out.reshape(len(orientations), len(q), -1, 3),
+            rot.reshape(len(orientations), len(q), 3, 3),
+        )
         averages = torch.einsum("k,rknj->rnj", q.weights, z)
         mean_sq = torch.einsum("r,rn->n", orientations.weights, ((averages - twirl) ** 2).sum(-1))
         assert torch.allclose(predicted[degree], mean_sq.sqrt(), atol=1e-11)
@@ -91,7 +111,9 @@ def pet_errors():
     model = models.load(models.shipped_model("pet-emt-cual"))
     atoms = cual_cell((1, 2, 2), seed=4)
     reference = o3.lebedev(11)
-    ref = metrics.average(models.evaluate_rotated(model, atoms, reference, ("forces",))["forces"], reference, "vector")
+    ref = metrics.average(
+        models.evaluate_rotated(model, atoms, reference, ("forces",))["forces"], reference, "vector"
+    )
     measured = {}
     for degree in CANDIDATE_DEGREES[:6]:
         avg = twirl_and_rule_average(model, atoms, degree)
@@ -121,11 +143,21 @@ def test_unreachable_tolerance_warns_and_returns_the_best_rule():
 
 def test_recommend_errors():
     model, atoms = toy_metatomic_model(), cual_cell((1, 1, 1))
-    with pytest.raises(ValueError, match=re.escape("the tolerance for forces must be a positive number, got -1")):
+    with pytest.raises(
+        ValueError, match=re.escape("the tolerance for forces must be a positive number, got -1")
+    ):
         recommend_quadrature(model, atoms, -1)
-    with pytest.raises(ValueError, match=re.escape("tolerance is defined for ['energy', 'forces', 'stress'], got 'dipole'")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("tolerance is defined for ['energy', 'forces', 'stress'], got 'dipole'"),
+    ):
         recommend_quadrature(model, atoms, {"dipole": 1e-3})
     with pytest.raises(ValueError, match=re.escape("probes must be integer degrees >= 2, got [1]")):
         recommend_quadrature(model, atoms, 1e-3, probes=[1])
-    with pytest.raises(ValueError, match=re.escape("the probe rule must have a degree (random samples cannot resolve the spectrum)")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "the probe rule must have a degree (random samples cannot resolve the spectrum)"
+        ),
+    ):
         predict_residuals(torch.zeros(4, 3), o3.haar(2, seed=0), "vector")

@@ -8,7 +8,7 @@
 """
 
 import math
-from typing import Dict, List, Optional
+from typing import Optional
 
 import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
@@ -51,25 +51,28 @@ class _PairToy(torch.nn.Module):
         self.uniaxial = uniaxial
         self._nl = NeighborListOptions(cutoff=cutoff, full_list=False, strict=True)
 
-    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+    def requested_neighbor_lists(self) -> list[NeighborListOptions]:
         return [self._nl]
 
     def forward(
         self,
-        systems: List[System],
-        outputs: Dict[str, ModelOutput],
+        systems: list[System],
+        outputs: dict[str, ModelOutput],
         selected_atoms: Optional[Labels] = None,
-    ) -> Dict[str, TensorMap]:
+    ) -> dict[str, TensorMap]:
         per_atom = outputs["energy"].sample_kind == "atom"
-        values: List[torch.Tensor] = []
-        samples: List[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        samples: list[torch.Tensor] = []
         for s, system in enumerate(systems):
             nl = system.get_neighbor_list(self._nl)
             v = nl.values[:, :, 0]
             r = torch.linalg.norm(v, dim=-1)
             fc = 0.5 * (torch.cos(math.pi * r / self.cutoff) + 1.0)
-            e_pair = fc * (torch.exp(-r) + self.anisotropy * v[:, 0] * v[:, 1] / (r * r)
-                           + self.uniaxial * (v[:, 2] / r) ** 4)
+            e_pair = fc * (
+                torch.exp(-r)
+                + self.anisotropy * v[:, 0] * v[:, 1] / (r * r)
+                + self.uniaxial * (v[:, 2] / r) ** 4
+            )
             first = nl.samples.column("first_atom").to(torch.long)
             n = len(system)
             e_atom = torch.zeros(n, dtype=v.dtype, device=v.device).index_add(0, first, e_pair)
@@ -92,7 +95,9 @@ class _PairToy(torch.nn.Module):
         return {"energy": TensorMap(keys, [block])}
 
 
-def toy_metatomic_model(cutoff: float = 4.0, anisotropy: float = 0.05, uniaxial: float = 0.0) -> AtomisticModel:
+def toy_metatomic_model(
+    cutoff: float = 4.0, anisotropy: float = 0.05, uniaxial: float = 0.0
+) -> AtomisticModel:
     """A float64 metatomic model with a lab-frame anisotropic pair energy, Cu/Al:
     ``fc(r) (exp(-r) + anisotropy v_x v_y / r^2 + uniaxial (v_z / r)^4)``."""
     capabilities = ModelCapabilities(
@@ -103,7 +108,9 @@ def toy_metatomic_model(cutoff: float = 4.0, anisotropy: float = 0.05, uniaxial:
         supported_devices=["cpu"],
         dtype="float64",
     )
-    return AtomisticModel(_PairToy(cutoff, anisotropy, uniaxial).eval(), ModelMetadata(), capabilities)
+    return AtomisticModel(
+        _PairToy(cutoff, anisotropy, uniaxial).eval(), ModelMetadata(), capabilities
+    )
 
 
 class _ExtrasToy(_PairToy):
@@ -118,22 +125,27 @@ class _ExtrasToy(_PairToy):
       -0.2 (Al): exactly equivariant.
     """
 
-    def __init__(self, cutoff: float, anisotropy: float, c: List[float]):
+    def __init__(self, cutoff: float, anisotropy: float, c: list[float]):
         super().__init__(cutoff, anisotropy)
         self.register_buffer("c", torch.tensor(c, dtype=torch.float64))
 
     def forward(
         self,
-        systems: List[System],
-        outputs: Dict[str, ModelOutput],
+        systems: list[System],
+        outputs: dict[str, ModelOutput],
         selected_atoms: Optional[Labels] = None,
-    ) -> Dict[str, TensorMap]:
-        result = super().forward(systems, {"energy": outputs["energy"]} if "energy" in outputs
-                                 else {"energy": ModelOutput(sample_kind="system")}, selected_atoms)  # fmt: skip
-        forces: List[torch.Tensor] = []
-        feats: List[torch.Tensor] = []
-        dipoles: List[torch.Tensor] = []
-        atom_samples: List[torch.Tensor] = []
+    ) -> dict[str, TensorMap]:
+        result = super().forward(
+            systems,
+            {"energy": outputs["energy"]}
+            if "energy" in outputs
+            else {"energy": ModelOutput(sample_kind="system")},
+            selected_atoms,
+        )
+        forces: list[torch.Tensor] = []
+        feats: list[torch.Tensor] = []
+        dipoles: list[torch.Tensor] = []
+        atom_samples: list[torch.Tensor] = []
         for s, system in enumerate(systems):
             nl = system.get_neighbor_list(self._nl)
             v = nl.values[:, :, 0]
@@ -143,13 +155,17 @@ class _ExtrasToy(_PairToy):
             first = nl.samples.column("first_atom").to(torch.long)
             second = nl.samples.column("second_atom").to(torch.long)
             n = len(system)
-            f = torch.zeros(n, 3, dtype=v.dtype).index_add(0, first, -torch.exp(-r)[:, None] * n_hat)
+            f = torch.zeros(n, 3, dtype=v.dtype).index_add(
+                0, first, -torch.exp(-r)[:, None] * n_hat
+            )
             f = f.index_add(0, second, torch.exp(-r)[:, None] * n_hat) + self.c.to(v.dtype)
             forces.append(f)
             both = torch.cat([fc, fc])
             ends = torch.cat([first, second])
             nx2 = torch.cat([n_hat[:, 0] ** 2, n_hat[:, 0] ** 2])
-            feat = torch.zeros(n, 2, dtype=v.dtype).index_add(0, ends, torch.stack([both, both * nx2], 1))
+            feat = torch.zeros(n, 2, dtype=v.dtype).index_add(
+                0, ends, torch.stack([both, both * nx2], 1)
+            )
             feats.append(feat)
             q = torch.where(system.types == 29, 0.1, -0.2).to(v.dtype)
             dipoles.append((q[:, None] * system.positions).sum(0, keepdim=True))
@@ -159,26 +175,41 @@ class _ExtrasToy(_PairToy):
         keys = Labels(["_"], torch.tensor([[0]]))
         xyz = Labels(["xyz"], torch.arange(3, dtype=torch.int32)[:, None])
         if "non_conservative_forces" in outputs:
-            block = TensorBlock(torch.cat(forces)[:, :, None], samples, [xyz], Labels(["f"], torch.tensor([[0]])))
+            block = TensorBlock(
+                torch.cat(forces)[:, :, None], samples, [xyz], Labels(["f"], torch.tensor([[0]]))
+            )
             result["non_conservative_forces"] = TensorMap(keys, [block])
         if "features" in outputs:
-            block = TensorBlock(torch.cat(feats), samples, [], Labels(["feature"], torch.tensor([[0], [1]])))
+            block = TensorBlock(
+                torch.cat(feats), samples, [], Labels(["feature"], torch.tensor([[0], [1]]))
+            )
             result["features"] = TensorMap(keys, [block])
         if "mtt::dipole" in outputs:
-            system_samples = Labels(["system"], torch.arange(len(systems), dtype=torch.int32)[:, None])
-            block = TensorBlock(torch.cat(dipoles)[:, :, None], system_samples, [xyz], Labels(["dipole"], torch.tensor([[0]])))
+            system_samples = Labels(
+                ["system"], torch.arange(len(systems), dtype=torch.int32)[:, None]
+            )
+            block = TensorBlock(
+                torch.cat(dipoles)[:, :, None],
+                system_samples,
+                [xyz],
+                Labels(["dipole"], torch.tensor([[0]])),
+            )
             result["mtt::dipole"] = TensorMap(keys, [block])
         if "energy" not in outputs:
             del result["energy"]
         return result
 
 
-def toy_model_with_extras(cutoff: float = 4.0, anisotropy: float = 0.05, c=(0.02, -0.01, 0.03)) -> AtomisticModel:
+def toy_model_with_extras(
+    cutoff: float = 4.0, anisotropy: float = 0.05, c=(0.02, -0.01, 0.03)
+) -> AtomisticModel:
     """:class:`_ExtrasToy` as a float64 metatomic model (Cu/Al)."""
     capabilities = ModelCapabilities(
         outputs={
             "energy": ModelOutput(unit="eV", sample_kind="atom"),
-            "non_conservative_forces": ModelOutput(quantity="force", unit="eV/Angstrom", sample_kind="atom"),
+            "non_conservative_forces": ModelOutput(
+                quantity="force", unit="eV/Angstrom", sample_kind="atom"
+            ),
             "features": ModelOutput(sample_kind="atom"),
             "mtt::dipole": ModelOutput(sample_kind="system"),
         },
@@ -188,4 +219,6 @@ def toy_model_with_extras(cutoff: float = 4.0, anisotropy: float = 0.05, c=(0.02
         supported_devices=["cpu"],
         dtype="float64",
     )
-    return AtomisticModel(_ExtrasToy(cutoff, anisotropy, list(c)).eval(), ModelMetadata(), capabilities)
+    return AtomisticModel(
+        _ExtrasToy(cutoff, anisotropy, list(c)).eval(), ModelMetadata(), capabilities
+    )

@@ -21,13 +21,12 @@ import argparse
 import os
 import warnings
 
+import metatomic.torch as mta
 import numpy as np
 from ase.calculators.emt import EMT
 from ase.io import read
 from ase.stress import voigt_6_to_full_3x3_stress
 from scipy.spatial.transform import Rotation
-
-import metatomic.torch as mta
 
 try:
     from metatomic_ase import MetatomicCalculator
@@ -115,9 +114,7 @@ def equivariance(atoms, calc, stress, n_rot, seed):
     out["F rel. spread"] = out["F spread (meV/A)"] / out["F rms (meV/A)"]
     if stress:
         stresses = np.array(stresses)
-        out["S spread (meV/A^3)"] = 1e3 * np.sqrt(
-            np.mean((stresses - stresses.mean(axis=0)) ** 2)
-        )
+        out["S spread (meV/A^3)"] = 1e3 * np.sqrt(np.mean((stresses - stresses.mean(axis=0)) ** 2))
     return out
 
 
@@ -136,9 +133,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default="/tmp/train_run")
-    parser.add_argument(
-        "--model-dir", default=os.path.join(here, "..", "..", "symmd", "data")
-    )
+    parser.add_argument("--model-dir", default=os.path.join(here, "..", "..", "symmd", "data"))
     parser.add_argument("--n-structures", type=int, default=3)
     parser.add_argument("--n-rotations", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)

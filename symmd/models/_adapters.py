@@ -14,8 +14,8 @@ extra output.
 
 from __future__ import annotations
 
-import os
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import ase
 import numpy as np
@@ -23,7 +23,7 @@ import torch
 from ase.calculators.calculator import BaseCalculator
 
 from ._engine import Batch
-from ._outputs import Extra, KINDS, tensormap_to_dense
+from ._outputs import KINDS, Extra, tensormap_to_dense
 from ._structures import Structures, check_types
 
 __all__ = ["Adapter", "MetatomicAdapter", "CallableAdapter", "AseAdapter"]
@@ -106,7 +106,9 @@ class MetatomicAdapter(Adapter):
                 f"dtype={dtype} differs from the metatomic model's own dtype "
                 f"{caps.dtype}; metatomic models run in their own dtype, pass dtype=None"
             )
-        self.device = torch.device(pick_device(caps.supported_devices, None if device is None else str(device)))
+        self.device = torch.device(
+            pick_device(caps.supported_devices, None if device is None else str(device))
+        )
         self.model = model.to(self.device)
         outputs = caps.outputs
         if "energy" not in outputs:
@@ -115,7 +117,9 @@ class MetatomicAdapter(Adapter):
             )
         self.non_conservative = bool(non_conservative)
         names = [n for n in outputs if not (n in _RENAMED and _RENAMED[n] in outputs)]
-        self._nc_forces = next((n for n in ("non_conservative_force", "non_conservative_forces") if n in names), None)
+        self._nc_forces = next(
+            (n for n in ("non_conservative_force", "non_conservative_forces") if n in names), None
+        )
         self._has_nc_stress = _NC_STRESS in outputs
         if self.non_conservative and self._nc_forces is None:
             raise ValueError(
@@ -135,7 +139,9 @@ class MetatomicAdapter(Adapter):
                 "symmd does not provide"
             )
         self._nl_options = list(model.requested_neighbor_lists())
-        self._requests = [(float(o.engine_cutoff("angstrom")), bool(o.full_list)) for o in self._nl_options]
+        self._requests = [
+            (float(o.engine_cutoff("angstrom")), bool(o.full_list)) for o in self._nl_options
+        ]
 
     def neighbor_requests(self) -> list[tuple[float, bool]]:
         return list(dict.fromkeys(self._requests))
@@ -187,8 +193,11 @@ class MetatomicAdapter(Adapter):
         blocks = {}
         for request, (first, second, shifts, counts) in batch.pairs.items():
             copy = torch.repeat_interleave(torch.arange(n_copies, device=self.device), counts)
-            vectors = (batch.positions[second] - batch.positions[first]
-                       + torch.einsum("pa,pab->pb", shifts.to(batch.cell.dtype), batch.cell[copy]))  # fmt: skip
+            vectors = (
+                batch.positions[second]
+                - batch.positions[first]
+                + torch.einsum("pa,pab->pb", shifts.to(batch.cell.dtype), batch.cell[copy])
+            )
             local = torch.stack([first - atom_start[copy], second - atom_start[copy]], 1)
             samples = torch.cat([local, shifts], 1).to(torch.int32)
             blocks[request] = (vectors.split(counts.tolist()), samples.split(counts.tolist()))
@@ -200,7 +209,9 @@ class MetatomicAdapter(Adapter):
             system = System(types[c], positions[c], batch.cell[c], batch.pbc[c])
             for options, request in zip(self._nl_options, self._requests):
                 vectors, samples = blocks[request]
-                block = TensorBlock(vectors[c][:, :, None], Labels(names, samples[c]), [xyz], distance)
+                block = TensorBlock(
+                    vectors[c][:, :, None], Labels(names, samples[c]), [xyz], distance
+                )
                 system.add_neighbor_list(options, block)
             systems.append(system)
         return systems
@@ -214,23 +225,39 @@ class MetatomicAdapter(Adapter):
         atom_start = torch.cumsum(batch.n_atoms, 0) - batch.n_atoms
         block = raw["energy"].block()
         system = block.samples.column("system").to(torch.long)
-        out = {"energy": torch.zeros(n_copies, dtype=block.values.dtype, device=self.device).index_add(0, system, block.values[:, 0])}
+        out = {
+            "energy": torch.zeros(n_copies, dtype=block.values.dtype, device=self.device).index_add(
+                0, system, block.values[:, 0]
+            )
+        }
         if "energies" in properties:
             atom = atom_start[system] + block.samples.column("atom").to(torch.long)
-            out["energies"] = torch.zeros(len(batch.types), dtype=block.values.dtype, device=self.device).index_add(0, atom, block.values[:, 0])
+            out["energies"] = torch.zeros(
+                len(batch.types), dtype=block.values.dtype, device=self.device
+            ).index_add(0, atom, block.values[:, 0])
         if self.non_conservative and self._nc_forces in raw:
             fblock = raw[self._nc_forces].block()
-            atom = atom_start[fblock.samples.column("system").to(torch.long)] + fblock.samples.column("atom").to(torch.long)
-            out["forces"] = torch.zeros(len(batch.types), 3, dtype=fblock.values.dtype, device=self.device).index_copy(0, atom, fblock.values.reshape(-1, 3))
+            atom = atom_start[
+                fblock.samples.column("system").to(torch.long)
+            ] + fblock.samples.column("atom").to(torch.long)
+            out["forces"] = torch.zeros(
+                len(batch.types), 3, dtype=fblock.values.dtype, device=self.device
+            ).index_copy(0, atom, fblock.values.reshape(-1, 3))
         if self.non_conservative and _NC_STRESS in raw:
             sblock = raw[_NC_STRESS].block()
             idx = sblock.samples.column("system").to(torch.long)
-            out["stress"] = torch.zeros(n_copies, 3, 3, dtype=sblock.values.dtype, device=self.device).index_copy(0, idx, sblock.values.reshape(-1, 3, 3))
+            out["stress"] = torch.zeros(
+                n_copies, 3, 3, dtype=sblock.values.dtype, device=self.device
+            ).index_copy(0, idx, sblock.values.reshape(-1, 3, 3))
         for name in properties:
             if name in self._declared:
                 if name not in raw:
-                    raise ValueError(f"the model declares the output {name!r} but did not return it")
-                out[name] = tensormap_to_dense(raw[name], name, n_copies, atom_start, len(batch.types))
+                    raise ValueError(
+                        f"the model declares the output {name!r} but did not return it"
+                    )
+                out[name] = tensormap_to_dense(
+                    raw[name], name, n_copies, atom_start, len(batch.types)
+                )
         return out
 
 
@@ -272,17 +299,28 @@ class CallableAdapter(Adapter):
         return self.fn
 
     def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, torch.Tensor]:
-        out = raw_out = self.fn(batch.positions, batch.types, batch.cell, batch.pbc, batch.system_index)
+        out = raw_out = self.fn(
+            batch.positions, batch.types, batch.cell, batch.pbc, batch.system_index
+        )
         if not isinstance(out, dict) or "energy" not in out:
             keys = sorted(out) if isinstance(out, dict) else type(out).__name__
             raise ValueError(f"the model must return a dict with an 'energy' entry, got {keys}")
-        missing = [p for p in properties if p != "energy" and p not in out and p not in self._extra
-                   and (p == "energies" or self.non_conservative)]  # fmt: skip
+        missing = [
+            p
+            for p in properties
+            if p != "energy"
+            and p not in out
+            and p not in self._extra
+            and (p == "energies" or self.non_conservative)
+        ]
         if missing:
             raise ValueError(
                 f"the model returned no {missing} output (it returned {sorted(out)}); "
-                + ("non_conservative=True needs them returned directly" if self.non_conservative
-                   else "return per-atom 'energies' to use them")  # fmt: skip
+                + (
+                    "non_conservative=True needs them returned directly"
+                    if self.non_conservative
+                    else "return per-atom 'energies' to use them"
+                )
             )
         if not self.non_conservative:
             out = {k: v for k, v in out.items() if k in ("energy", "energies", "forces", "stress")}
@@ -303,8 +341,7 @@ class CallableAdapter(Adapter):
         if value.ndim != 2 + n_comp or value.shape[0] not in (n_atoms, n_copies):
             raise ValueError(
                 f"the output {name!r} of kind {kind} has shape {tuple(given.shape)}; "
-                f"expected [{n_atoms} atoms or {n_copies} structures, (P,)"
-                + ", 3" * n_comp + "]"
+                f"expected [{n_atoms} atoms or {n_copies} structures, (P,)" + ", 3" * n_comp + "]"
             )
         return Extra(value, kind, per_atom=value.shape[0] == n_atoms)
 
@@ -315,7 +352,9 @@ class AseAdapter(Adapter):
 
     differentiable = False
 
-    def __init__(self, calc: BaseCalculator, device=None, dtype=None, non_conservative: bool = False):
+    def __init__(
+        self, calc: BaseCalculator, device=None, dtype=None, non_conservative: bool = False
+    ):
         self.calc = calc
         self.device = torch.device("cpu")
         self.dtype = torch.float64
@@ -328,7 +367,9 @@ class AseAdapter(Adapter):
         starts = np.cumsum([0] + sizes)
         results: dict[str, list] = {p: [] for p in ("energy", *properties)}
         for c, (a, b) in enumerate(zip(starts[:-1], starts[1:])):
-            atoms = ase.Atoms(numbers=types[a:b], positions=positions[a:b], cell=cells[c], pbc=pbcs[c])
+            atoms = ase.Atoms(
+                numbers=types[a:b], positions=positions[a:b], cell=cells[c], pbc=pbcs[c]
+            )
             atoms.calc = self.calc
             results["energy"].append(atoms.get_potential_energy())
             if "forces" in properties:
@@ -337,5 +378,10 @@ class AseAdapter(Adapter):
                 results["stress"].append(atoms.get_stress(voigt=False))
             if "energies" in properties:
                 results["energies"].append(atoms.get_potential_energies())
-        join = {"energy": np.array, "forces": np.concatenate, "stress": np.stack, "energies": np.concatenate}
+        join = {
+            "energy": np.array,
+            "forces": np.concatenate,
+            "stress": np.stack,
+            "energies": np.concatenate,
+        }
         return {k: torch.as_tensor(join[k](v), dtype=torch.float64) for k, v in results.items()}

@@ -37,7 +37,8 @@ the returned :class:`~symmd.models.Responses` says each entry's kind.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import ase
 import torch
@@ -78,7 +79,9 @@ def _expand(counts: torch.Tensor, offsets: torch.Tensor, structure_of_copy: torc
     """For copies of given structures, each with ``counts[s]`` items starting at
     ``offsets[s]``: ``(copy_of_item, base_item, per_copy_counts)``, vectorized."""
     per_copy = counts[structure_of_copy]
-    copy_of_item = torch.repeat_interleave(torch.arange(len(per_copy), device=counts.device), per_copy)
+    copy_of_item = torch.repeat_interleave(
+        torch.arange(len(per_copy), device=counts.device), per_copy
+    )
     start_in_batch = torch.cumsum(per_copy, 0) - per_copy
     within = torch.arange(int(per_copy.sum()), device=counts.device) - start_in_batch[copy_of_item]
     return copy_of_item, offsets[structure_of_copy][copy_of_item] + within, per_copy
@@ -96,7 +99,9 @@ def _as_rotations(rotations) -> torch.Tensor:
     return rot
 
 
-def chunk_size(n_copies: int, max_atoms: int, device: torch.device, batch_size: Optional[int]) -> int:
+def chunk_size(
+    n_copies: int, max_atoms: int, device: torch.device, batch_size: Optional[int]
+) -> int:
     """Rotated copies per model call: ``batch_size``; else all of them on an
     accelerator, or about ``CPU_ATOMS_PER_CALL`` atoms' worth on the CPU."""
     if batch_size is not None:
@@ -106,7 +111,9 @@ def chunk_size(n_copies: int, max_atoms: int, device: torch.device, batch_size: 
     return n_copies
 
 
-def _check_properties(properties: Sequence[str], structures: Structures, declared: Sequence[str]) -> tuple:
+def _check_properties(
+    properties: Sequence[str], structures: Structures, declared: Sequence[str]
+) -> tuple:
     if isinstance(properties, str):
         raise TypeError(f"properties must be a sequence of names, got the string {properties!r}")
     properties = tuple(dict.fromkeys(properties))
@@ -160,7 +167,9 @@ def evaluate_rotated(
     properties = _check_properties(properties, structures, adapter.declared_outputs())
     adapter.check(structures, properties)
     rot = _as_rotations(rotations)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
 
     device = adapter.device
@@ -189,10 +198,14 @@ def _evaluate_chunk(adapter, structures: Structures, pairs, rot, copies, propert
     n_sys = structures.n_systems
     rot_of_copy = rot[copies // n_sys]
     structure_of_copy = copies % n_sys
-    copy_of_atom, base_atom, n_atoms = _expand(structures.n_atoms, structures.offsets, structure_of_copy)
+    copy_of_atom, base_atom, n_atoms = _expand(
+        structures.n_atoms, structures.offsets, structure_of_copy
+    )
 
     dtype = adapter.dtype
-    positions = torch.einsum("mj,mij->mi", structures.positions[base_atom], rot_of_copy[copy_of_atom])
+    positions = torch.einsum(
+        "mj,mij->mi", structures.positions[base_atom], rot_of_copy[copy_of_atom]
+    )
     cell = structures.cell[structure_of_copy] @ rot_of_copy.transpose(-1, -2)
     positions, cell = positions.to(dtype), cell.to(dtype)
 
@@ -202,7 +215,9 @@ def _evaluate_chunk(adapter, structures: Structures, pairs, rot, copies, propert
         positions.requires_grad_(True)
         leaf_positions = positions
         if "stress" in properties:
-            strain = torch.zeros(len(copies), 3, 3, dtype=dtype, device=positions.device, requires_grad=True)
+            strain = torch.zeros(
+                len(copies), 3, 3, dtype=dtype, device=positions.device, requires_grad=True
+            )
             positions = positions + torch.einsum("mi,mij->mj", positions, strain[copy_of_atom])
             cell = cell + cell @ strain
 
@@ -256,7 +271,9 @@ def _evaluate_chunk(adapter, structures: Structures, pairs, rot, copies, propert
             result[key] = out[key].detach().to(torch.float64)
             continue
         for label, extra in out[key].items():
-            result[label] = Extra(extra.values.detach().to(torch.float64), extra.kind, extra.per_atom)
+            result[label] = Extra(
+                extra.values.detach().to(torch.float64), extra.kind, extra.per_atom
+            )
     return result
 
 
@@ -282,4 +299,3 @@ def _assemble(results, kinds, structures: Structures, n_rot: int) -> Responses:
             value = value[:, 0]
         out[key], out_kinds[key], out_per_atom[key] = value, kind, per_atom
     return Responses(out, out_kinds, out_per_atom)
-

@@ -68,7 +68,9 @@ def _is_metatrain_model(model) -> bool:
     )
 
 
-def load(model, device=None, dtype: Optional[torch.dtype] = None, non_conservative: bool = False) -> Adapter:
+def load(
+    model, device=None, dtype: Optional[torch.dtype] = None, non_conservative: bool = False
+) -> Adapter:
     """Wrap ``model`` in an adapter that evaluates batches of rotated copies.
 
     ``model`` may be: a path to an exported metatomic model (``.pt``) or to a

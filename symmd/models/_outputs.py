@@ -80,8 +80,9 @@ def kind_of_components(names: list[str]) -> str:
     )
 
 
-def tensormap_to_dense(tensormap, name: str, n_copies: int, atom_start: torch.Tensor,
-                       n_rows_atoms: int) -> dict[str, Extra]:  # fmt: skip
+def tensormap_to_dense(
+    tensormap, name: str, n_copies: int, atom_start: torch.Tensor, n_rows_atoms: int
+) -> dict[str, Extra]:
     """Dense per-copy values of every block of a metatomic output.
 
     Rows are placed by their ``system`` (and ``atom``) sample, so the layout

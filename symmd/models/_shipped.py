@@ -11,8 +11,14 @@ _DATA = pathlib.Path(__file__).resolve().parent.parent / "data"
 
 #: name -> (file, description)
 SHIPPED_MODELS = {
-    "pet-emt-cual": ("pet-emt-cual.pt", "tiny PET, periodic fcc Cu/Al alloys, 8-64 atoms (energy, forces, stress)"),
-    "pet-emt-cu-cluster": ("pet-emt-cu-cluster.pt", "tiny PET, non-periodic Cu clusters of 6-20 atoms"),
+    "pet-emt-cual": (
+        "pet-emt-cual.pt",
+        "tiny PET, periodic fcc Cu/Al alloys, 8-64 atoms (energy, forces, stress)",
+    ),
+    "pet-emt-cu-cluster": (
+        "pet-emt-cu-cluster.pt",
+        "tiny PET, non-periodic Cu clusters of 6-20 atoms",
+    ),
 }
 
 

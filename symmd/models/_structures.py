@@ -10,7 +10,8 @@ unrotated structure and serves every rotated copy.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import ase
 import numpy as np
@@ -51,17 +52,16 @@ class Structures:
         """``[S]`` bool: every direction periodic (stress is defined)."""
         return self.pbc.all(dim=1)
 
-    def to(self, device: Union[str, torch.device]) -> "Structures":
+    def to(self, device: Union[str, torch.device]) -> Structures:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return Structures(**{k: v.to(device) if isinstance(v, torch.Tensor) else v
-                             for k, v in fields.items()})  # fmt: skip
+        return Structures(
+            **{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in fields.items()}
+        )
 
 
 def _check_atoms(atoms: ase.Atoms, index: int) -> None:
     if not isinstance(atoms, ase.Atoms):
-        raise TypeError(
-            f"structure {index} must be an ase.Atoms, got {type(atoms).__name__}"
-        )
+        raise TypeError(f"structure {index} must be an ase.Atoms, got {type(atoms).__name__}")
     if len(atoms) == 0:
         raise ValueError(f"structure {index} is empty: it has no atoms")
     bad = np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))
@@ -113,7 +113,10 @@ def check_types(structures: Structures, known: Sequence[int]) -> None:
     present = set(torch.unique(structures.types).tolist())
     unknown = sorted(present - known_set)
     if unknown:
-        names = ", ".join(f"{z} ({chemical_symbols[z] if 0 < z < len(chemical_symbols) else '?'})" for z in unknown)
+        names = ", ".join(
+            f"{z} ({chemical_symbols[z] if 0 < z < len(chemical_symbols) else '?'})"
+            for z in unknown
+        )
         raise ValueError(
             f"unknown element for this model: atomic number {names}; the model "
             f"knows {sorted(known_set)}"
@@ -134,9 +137,13 @@ class NeighborPairs:
     def offsets(self) -> torch.Tensor:
         return torch.cumsum(self.counts, 0) - self.counts
 
-    def to(self, device: Union[str, torch.device]) -> "NeighborPairs":
-        return NeighborPairs(self.first.to(device), self.second.to(device),
-                             self.shifts.to(device), self.counts.to(device))  # fmt: skip
+    def to(self, device: Union[str, torch.device]) -> NeighborPairs:
+        return NeighborPairs(
+            self.first.to(device),
+            self.second.to(device),
+            self.shifts.to(device),
+            self.counts.to(device),
+        )
 
 
 def neighbor_pairs(structures: Structures, cutoff: float, full_list: bool) -> NeighborPairs:

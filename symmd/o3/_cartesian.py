@@ -25,14 +25,12 @@ __all__ = ["cartesian_to_spherical", "spherical_to_cartesian"]
 _BLOCKS = {"vector": ((1, 1),), "rank2": ((0, 1), (1, -1), (2, 1))}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rank2_basis() -> torch.Tensor:
     """float64 ``[9, 3, 3]`` orthonormal change of basis (0e, 1e, 2e)."""
     from e3nn.io import CartesianTensor
 
-    return CartesianTensor("ij").reduced_tensor_products().change_of_basis.to(
-        torch.float64
-    )
+    return CartesianTensor("ij").reduced_tensor_products().change_of_basis.to(torch.float64)
 
 
 def _check_kind(kind: str) -> str:

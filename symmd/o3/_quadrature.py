@@ -49,9 +49,36 @@ __all__ = [
 #: exactness on the sphere). Orders 13, 25 and 27 have negative weights and are
 #: never used: a positive rule of higher order replaces them.
 LEBEDEV_ORDERS = (
-    3, 5, 7, 9, 11, 15, 17, 19, 21, 23, 29, 31, 35, 41, 47, 53, 59, 65, 71, 77,
-    83, 89, 95, 101, 107, 113, 119, 125, 131,
-)  # fmt: skip
+    3,
+    5,
+    7,
+    9,
+    11,
+    15,
+    17,
+    19,
+    21,
+    23,
+    29,
+    31,
+    35,
+    41,
+    47,
+    53,
+    59,
+    65,
+    71,
+    77,
+    83,
+    89,
+    95,
+    101,
+    107,
+    113,
+    119,
+    125,
+    131,
+)
 
 _GROUPS = {"D2": 1, "T": 2, "O": 3, "I": 5}
 _ORTHO_TOL = 1e-8
@@ -85,8 +112,7 @@ class Quadrature:
         wts = torch.as_tensor(self.weights, dtype=torch.float64, device=rot.device)
         if rot.ndim != 3 or rot.shape[1:] != (3, 3) or rot.shape[0] == 0:
             raise ValueError(
-                f"rotations must have shape [K, 3, 3] with K >= 1, got "
-                f"{tuple(rot.shape)}"
+                f"rotations must have shape [K, 3, 3] with K >= 1, got {tuple(rot.shape)}"
             )
         if wts.shape != (rot.shape[0],):
             raise ValueError(
@@ -99,12 +125,8 @@ class Quadrature:
                 f"weights must be finite and sum to 1, got sum {float(wts.sum())!r}; "
                 "normalize them (weights / weights.sum())"
             )
-        if self.degree is not None and (
-            not isinstance(self.degree, int) or self.degree < 0
-        ):
-            raise ValueError(
-                f"degree must be a non-negative int or None, got {self.degree!r}"
-            )
+        if self.degree is not None and (not isinstance(self.degree, int) or self.degree < 0):
+            raise ValueError(f"degree must be a non-negative int or None, got {self.degree!r}")
         object.__setattr__(self, "rotations", rot)
         object.__setattr__(self, "weights", wts)
 
@@ -116,13 +138,13 @@ class Quadrature:
         """True when the rule contains improper elements (det = -1)."""
         return bool((torch.linalg.det(self.rotations) < 0).any())
 
-    def to(self, device: Union[str, torch.device, None]) -> "Quadrature":
+    def to(self, device: Union[str, torch.device, None]) -> Quadrature:
         """The same rule with its tensors on ``device`` (still float64)."""
         return Quadrature(
             self.rotations.to(device), self.weights.to(device), self.degree, self.name
         )
 
-    def reoriented(self, rotation: Union[torch.Tensor, np.ndarray]) -> "Quadrature":
+    def reoriented(self, rotation: Union[torch.Tensor, np.ndarray]) -> Quadrature:
         """Every element right-multiplied by one global rotation ``R``.
 
         The Haar measure is right-invariant, so :math:`\\sum_k w_k D(g_k R) =
@@ -156,8 +178,9 @@ def _with_inversion(rot: np.ndarray, w: np.ndarray, inversion: bool):
 def _make(rot: np.ndarray, w: np.ndarray, degree, name: str, inversion: bool):
     rot, w = _with_inversion(rot, w, inversion)
     suffix = "+inversion" if inversion else ""
-    return Quadrature(torch.from_numpy(rot.copy()), torch.from_numpy(w.copy()),
-                      degree, name + suffix)  # fmt: skip
+    return Quadrature(
+        torch.from_numpy(rot.copy()), torch.from_numpy(w.copy()), degree, name + suffix
+    )
 
 
 def _check_degree(degree: int, name: str = "degree") -> int:
@@ -171,7 +194,7 @@ def _check_degree(degree: int, name: str = "degree") -> int:
     return int(degree)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lebedev_numpy(degree: int):
     from scipy.integrate import lebedev_rule
     from scipy.spatial.transform import Rotation
@@ -208,7 +231,7 @@ def lebedev(degree: int, inversion: bool = True) -> Quadrature:
     return _make(rot, w, degree, f"lebedev{order}x{degree + 1}", inversion)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _group_numpy(name: str):
     from scipy.spatial.transform import Rotation
 
@@ -226,9 +249,7 @@ def point_group(name: str, inversion: bool = True) -> Quadrature:
     group with every ``-g`` (24, 48, 120 elements for T, O, I).
     """
     if name not in _GROUPS:
-        raise ValueError(
-            f"point group {name!r} is not supported; use one of {sorted(_GROUPS)}"
-        )
+        raise ValueError(f"point group {name!r} is not supported; use one of {sorted(_GROUPS)}")
     rot = _group_numpy(name)
     w = np.full(len(rot), 1.0 / len(rot))
     return _make(rot, w, _GROUPS[name], name, inversion)
@@ -293,4 +314,3 @@ def metatomic_size(degree: int, inversion: bool = True) -> int:
     order = min(o for o in orders if o >= degree)
     n_sphere = lebedev_rule(order)[1].shape[0]
     return n_sphere * (2 * degree + 1) * (2 if inversion else 1)
-

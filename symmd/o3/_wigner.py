@@ -40,9 +40,7 @@ def _check_lambda(lam: int) -> int:
 
 def _check_sigma(sigma: int) -> int:
     if sigma not in (1, -1):
-        raise ValueError(
-            f"sigma must be +1 (polar) or -1 (axial), got {sigma!r}"
-        )
+        raise ValueError(f"sigma must be +1 (polar) or -1 (axial), got {sigma!r}")
     return int(sigma)
 
 
@@ -52,13 +50,11 @@ def _check_rotations(rotations: torch.Tensor) -> torch.Tensor:
             f"rotations must be a torch.Tensor [K, 3, 3], got {type(rotations).__name__}"
         )
     if rotations.ndim < 2 or rotations.shape[-2:] != (3, 3):
-        raise ValueError(
-            f"rotations must have shape [..., 3, 3], got {tuple(rotations.shape)}"
-        )
+        raise ValueError(f"rotations must have shape [..., 3, 3], got {tuple(rotations.shape)}")
     return rotations
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _coupling(lam: int) -> torch.Tensor:
     """float64 isometry ``[2lam-1, 3, 2lam+1]`` from (lam-1) x 1 to lam."""
     from e3nn import o3
