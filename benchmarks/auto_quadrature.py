@@ -35,7 +35,7 @@ def make_cell(repeat):
 
 def twirl(model, atoms, q):
     return metrics.average(
-        models.evaluate_rotated(model, atoms, q, ("forces",))["forces"], q, "vector"
+        models.evaluate_rotated(models.load(model), atoms, q, ("forces",))["forces"], q, "vector"
     )
 
 

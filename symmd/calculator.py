@@ -43,7 +43,6 @@ __all__ = ["SymmetryCalculator", "MODES"]
 _LOG = logging.getLogger("symmd")
 
 MODES = ("none", "project", "average", "adaptive")
-_KINDS = {"energy": "scalar", "energies": "scalar", "forces": "vector", "stress": "rank2"}
 
 
 class SymmetryCalculator(Calculator):
@@ -177,11 +176,10 @@ class SymmetryCalculator(Calculator):
         out = self.evaluate(atoms, q, props)
         results, errors = {}, {}
         for key, value in out.items():
-            results[key] = metrics.average(value, q, _KINDS[key]).cpu().numpy()
+            twirl, error = metrics.twirl_and_error(value, q, out.kinds[key])
+            results[key] = twirl.cpu().numpy()
             if key != "energies":
-                errors[f"equivariance_error_{key}"] = (
-                    metrics.equivariance_error(value, q, _KINDS[key]).cpu().numpy()
-                )
+                errors[f"equivariance_error_{key}"] = error.cpu().numpy()
         results.update({k: (float(v) if v.ndim == 0 else v) for k, v in errors.items()})
         return results
 

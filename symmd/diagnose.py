@@ -40,9 +40,7 @@ import torch
 from . import metrics, o3
 from ._layers import LayerCapture, drop_padding
 from ._plotting import spectrum_figure
-from .models import as_structures, evaluate_rotated, load, neighbor_pairs
-from .models._engine import chunk_size
-from .models._outputs import KINDS
+from .models import evaluate_rotated, load
 from .recommend import predict_residuals, trusted_degrees
 
 __all__ = ["diagnose", "Diagnosis"]
@@ -55,7 +53,6 @@ _PHYSICAL = (
     "non_conservative_forces",
     "non_conservative_stress",
 )
-_N_COMP = {"scalar": 0, "vector": 1, "rank2": 2, "spherical": 1}
 _BLOCK = 4_000_000  # float64 values per block when reducing wide outputs
 
 
@@ -157,7 +154,6 @@ class Diagnosis:
 def _summarize(u, q, kind, max_lambda, rows, n_structures, residual_degrees=()):
     """Error, spectrum and rest per structure of ``u [K, R, ...]``, whose row
     ``r`` belongs to structure ``rows[r]``."""
-    _N_COMP[kind]
     n_rows = u.shape[1]
     flat = u.reshape(u.shape[0], n_rows, -1)
 
@@ -180,7 +176,7 @@ def _summarize(u, q, kind, max_lambda, rows, n_structures, residual_degrees=()):
             spec[key] += value.sum(-1).cpu()
         norm2 += torch.tensordot(w, (block * block).sum(-1), dims=1).cpu()
     counts = per_structure(torch.ones(n_rows))
-    if kind in KINDS:
+    if kind in metrics.TRANSFORMABLE:
         err = metrics.equivariance_error(u, q, kind).reshape(n_rows, -1)
         error = (per_structure(err.pow(2).mean(1)) / counts).sqrt()
     else:
@@ -204,15 +200,13 @@ def _summarize(u, q, kind, max_lambda, rows, n_structures, residual_degrees=()):
     return entry
 
 
-def _full_list_counts(adapter, atoms) -> list[torch.Tensor]:
-    """Per-atom neighbour counts of each full neighbour list the model asks for."""
-    structures = as_structures(atoms)
-    counts = []
-    for cutoff, full in adapter.neighbor_requests():
-        if full:
-            pairs = neighbor_pairs(structures, cutoff, True)
-            counts.append(torch.bincount(pairs.first, minlength=len(atoms)))
-    return counts
+def _full_list_counts(out, n_atoms: int) -> list[torch.Tensor]:
+    """Per-atom neighbour counts of each full neighbour list the engine built."""
+    return [
+        torch.bincount(pairs.first.cpu(), minlength=n_atoms)
+        for (_, full), pairs in out.pairs.items()
+        if full
+    ]
 
 
 def _rows(out, name, n_atoms):
@@ -298,10 +292,8 @@ def diagnose(
             )
             entries.setdefault(name, []).append(entry)
         if capture is not None:
-            step = chunk_size(len(q), len(group[0]), adapter.device, batch_size)
-            sizes = [min(step, len(q) - start) for start in range(0, len(q), step)]
-            counts = _full_list_counts(adapter, group[0])
-            for label, (feats, shape) in capture.stacked(sizes).items():
+            counts = _full_list_counts(out, len(group[0]))
+            for label, (feats, shape) in capture.stacked(out.plan).items():
                 # one row of invariant-looking channels: the error is their spread
                 feats = drop_padding(feats, shape, counts)[:, None]
                 entry = _summarize(

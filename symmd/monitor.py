@@ -38,11 +38,11 @@ import torch
 from ase import units
 from ase.data import covalent_radii
 
-from . import metrics
 from .errors import InstabilityError
-from .o3 import Quadrature
+from .metrics import sample_error
+from .o3 import random_o3
 
-__all__ = ["Monitor", "InstabilityWarning", "LOG_FIELDS", "sample_error"]
+__all__ = ["LOG_FIELDS", "InstabilityWarning", "Monitor"]
 
 LOG_FIELDS = [
     "step",
@@ -65,38 +65,10 @@ LOG_FIELDS = [
     "a2_stress_se",
     "flags",
 ]
-_KIND = {"energy": "scalar", "forces": "vector", "stress": "rank2"}
 
 
 class InstabilityWarning(UserWarning):
     """A monitored MD step failed a check with ``action="warn"``."""
-
-
-def random_o3(m: int, rng: np.random.Generator) -> Quadrature:
-    """``m`` Haar-random O(3) elements (random proper rotation times +-1)."""
-    from scipy.spatial.transform import Rotation
-
-    rot = Rotation.random(m, random_state=rng).as_matrix().reshape(m, 3, 3)
-    rot *= rng.choice([-1.0, 1.0], size=m)[:, None, None]
-    return Quadrature(
-        torch.from_numpy(rot), torch.full((m,), 1.0 / m, dtype=torch.float64), None, f"haar{m}"
-    )
-
-
-def sample_error(u: torch.Tensor, q: Quadrature, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unbiased :math:`\\widehat{A^2}` per sample (float64, sample axes kept) and
-    its Gaussian standard error, from ``m >= 2`` Haar-random responses ``u``."""
-    m = len(q)
-    if m < 2:
-        raise ValueError(f"an unbiased estimate needs at least 2 rotations, got {m}")
-    z = metrics.back_transform(u, q, kind)
-    dev = z - z.mean(0)
-    n_comp = {"scalar": 0, "vector": 1, "rank2": 2}[kind]
-    sq = dev * dev
-    if n_comp:
-        sq = sq.sum(dim=tuple(range(sq.ndim - n_comp, sq.ndim)))
-    a2 = sq.sum(0) / (m - 1)
-    return a2, a2 * math.sqrt(2.0 / ((m - 1) * 3**n_comp))
 
 
 class Monitor:
@@ -225,7 +197,7 @@ class Monitor:
         out = calc.evaluate(atoms, q, keys)
         row = {}
         for key in keys:
-            a2, se = sample_error(out[key], q, _KIND[key])
+            a2, se = sample_error(out[key], q, out.kinds[key])
             if key == "forces":
                 n = a2.shape[0]
                 row.update(

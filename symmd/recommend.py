@@ -38,16 +38,13 @@ tolerance.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Optional, Union
 
-import torch
-
 from . import o3
-from .metrics import back_transform, sectors
-from .models import evaluate_rotated, load
+from .metrics import aliasing, predict_residuals
+from .models import PROPERTY_KINDS, evaluate_rotated, load
 
 __all__ = [
     "CANDIDATE_DEGREES",
@@ -64,18 +61,8 @@ __all__ = [
 CANDIDATE_DEGREES = (1, 2, 3, 5, 6, 7, 8, 9)
 #: probe degrees tried in turn; a probe of degree P trusts rules of degree <= (P - 1) // 2
 PROBE_DEGREES = (7, 11, 15, 19)
-_KINDS = {"energy": "scalar", "forces": "vector", "stress": "rank2"}
-_N_COMP = {"scalar": 0, "vector": 1, "rank2": 2}
-
-
-def aliasing(q: o3.Quadrature, max_lambda: int) -> dict[tuple[int, int], torch.Tensor]:
-    """:math:`S^\\beta_Q = \\sum_k w_k D^\\beta(g_k)` for ``lam <= max_lambda``:
-    ``{(lam, sigma): float64 [2lam+1, 2lam+1]}``; zero for the sectors the
-    rule integrates exactly, the identity for (0, +1)."""
-    return {
-        (lam, sigma): torch.einsum("k,kmn->mn", wk, d)
-        for lam, sigma, wk, d in sectors(q.rotations, q.weights, max_lambda)
-    }
+#: the properties a tolerance can be given for
+TOLERANCE_PROPERTIES = ("energy", "forces", "stress")
 
 
 def trusted_degrees(
@@ -87,72 +74,6 @@ def trusted_degrees(
     if probe_degree is None:
         return []
     return [c for c in candidates if c <= (probe_degree - 1) // 2]
-
-
-@functools.cache
-def _candidate_aliasing(degree: int, max_lambda: int):
-    return aliasing(o3.quadrature(degree), max_lambda)
-
-
-def predict_residuals(
-    u: torch.Tensor,
-    probe: o3.Quadrature,
-    kind: str,
-    degrees: Sequence[int] = CANDIDATE_DEGREES,
-    *,
-    max_lambda: Optional[int] = None,
-    reorient: bool = False,
-) -> dict[int, torch.Tensor]:
-    """Predicted twirl residual of ``quadrature(L)`` for every ``L`` in ``degrees``.
-
-    ``u``: responses ``[K, ...]`` on the ``probe`` rule (rotated frame, as
-    from :func:`symmd.models.evaluate_rotated`), of the given ``kind``.
-    ``max_lambda``: the highest sector used (default ``probe.degree // 2 + 1``).
-    ``reorient=False`` predicts the residual of the rule as it is
-    (:math:`\\|r_Q\\|`); ``True`` its RMS over random global orientations
-    (exact for rules closed under inversion, as all of symmd's are).
-
-    Returns ``{L: float64 tensor}`` with the sample axes of ``u`` (the norm
-    taken over the component axes), in the units of ``u``.
-    """
-    if probe.degree is None:
-        raise ValueError(
-            "the probe rule must have a degree (random samples cannot resolve the spectrum)"
-        )
-    if max_lambda is None:
-        max_lambda = probe.degree // 2 + 1
-    z = back_transform(u, probe, kind)
-    w = probe.weights.to(z.device)
-    n_comp = _N_COMP[kind]
-    sample_shape = z.shape[1 : z.ndim - n_comp]
-    out = {}
-    for degree in degrees:
-        out[degree] = torch.zeros(
-            (*sample_shape, *z.shape[z.ndim - n_comp :]) if not reorient else sample_shape,
-            dtype=torch.float64,
-            device=z.device,
-        )
-    for lam, sigma, wk, d in sectors(probe.rotations.to(z.device), w, max_lambda):
-        if (lam, sigma) == (0, 1):
-            continue
-        coeff = (2 * lam + 1) * torch.einsum("k,kmn,k...->mn...", wk, d, z)
-        for degree in degrees:
-            s = _candidate_aliasing(degree, max_lambda)[(lam, sigma)].to(z.device)
-            if reorient:
-                sc = torch.einsum("mp,mn...->pn...", s, coeff)
-                sq = (sc * sc).sum(dim=(0, 1)) / (2 * lam + 1)
-                out[degree] += sq.sum(dim=tuple(range(sq.ndim - n_comp, sq.ndim))) if n_comp else sq
-            else:
-                out[degree] += torch.einsum("mn,mn...->...", s, coeff)
-    for degree, value in out.items():
-        if reorient:
-            out[degree] = value.clamp_min(0).sqrt()
-        else:
-            sq = value * value
-            out[degree] = (
-                sq.sum(dim=tuple(range(sq.ndim - n_comp, sq.ndim))) if n_comp else sq
-            ).sqrt()
-    return out
 
 
 @dataclasses.dataclass
@@ -197,8 +118,8 @@ def check_tolerance(tolerance, properties: Optional[Sequence[str]] = None) -> di
     else:
         tol = {prop: tolerance for prop in (properties or ("forces",))}
     for prop, value in tol.items():
-        if prop not in _KINDS:
-            raise ValueError(f"tolerance is defined for {list(_KINDS)}, got {prop!r}")
+        if prop not in TOLERANCE_PROPERTIES:
+            raise ValueError(f"tolerance is defined for {list(TOLERANCE_PROPERTIES)}, got {prop!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ValueError(f"the tolerance for {prop} must be a positive number, got {value!r}")
     return {prop: float(value) for prop, value in tol.items()}
@@ -251,7 +172,9 @@ def recommend_quadrature(
         copies += len(probe)
         predicted = {}
         for prop in tol:
-            residual = predict_residuals(out[prop], probe, _KINDS[prop], trusted, reorient=reorient)
+            residual = predict_residuals(
+                out[prop], probe, PROPERTY_KINDS[prop], trusted, reorient=reorient
+            )
             predicted[prop] = {c: float(r.pow(2).mean().sqrt()) for c, r in residual.items()}
         good = [c for c in trusted if all(predicted[p][c] <= tol[p] for p in tol)]
         if good:

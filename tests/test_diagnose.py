@@ -178,14 +178,18 @@ def test_predicted_residuals_match_the_rules_on_a_band_limited_model():
     model = toy_metatomic_model()
     d = diagnose(model, atoms, max_lambda=4)
     assert list(d.properties["forces"]["residual"]) == [1, 2, 3]
-    exact = models.evaluate_rotated(model, atoms, o3.quadrature(12), ("forces",))["forces"]
+    exact = models.evaluate_rotated(models.load(model), atoms, o3.quadrature(12), ("forces",))[
+        "forces"
+    ]
     from symmd import metrics
 
     twirl = metrics.average(exact, o3.quadrature(12), "vector")
     for degree in (1, 2, 3):
         q = o3.quadrature(degree)
         f = metrics.average(
-            models.evaluate_rotated(model, atoms, q, ("forces",))["forces"], q, "vector"
+            models.evaluate_rotated(models.load(model), atoms, q, ("forces",))["forces"],
+            q,
+            "vector",
         )
         actual = float(((f - twirl) ** 2).sum(-1).mean().sqrt())
         assert d.properties["forces"]["residual"][degree][0] == pytest.approx(

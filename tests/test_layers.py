@@ -41,9 +41,9 @@ def test_capture_labels_tuples_and_repeated_calls_and_stacks_by_copy():
     atoms = cu_cluster(4)
     capture = LayerCapture(adapter.hook_root(), ["block", "pair"])
     with capture:
-        evaluate_rotated(adapter, atoms, q, ("energy",), batch_size=10)
-    sizes = [10, 10, 4]
-    stacked = capture.stacked(sizes)
+        out = evaluate_rotated(adapter, atoms, q, ("energy",), batch_size=10)
+    assert out.plan == [8, 8, 8]
+    stacked = capture.stacked(out.plan)
     assert list(stacked) == ["block", "block#1", "pair[0]", "pair[1]"]
     rotated = torch.einsum(
         "nj,kij->kni", torch.from_numpy(atoms.positions), q.rotations
@@ -68,7 +68,7 @@ def test_capture_rejects_a_layout_that_is_not_grouped_by_copy():
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "the layer output 'block' has shape (20, 3), whose first axis is not a multiple of the 3 rotated copies of its chunk"
+            "the layer output 'block' has shape (16, 3), whose first axis is not a multiple of the 3 rotated copies of its chunk"
         ),
     ):
         capture.stacked([3, 5])

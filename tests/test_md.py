@@ -49,7 +49,7 @@ def test_md_runs_100_steps_in_every_mode(pets, name, mode, integrator):
 def pet_reference(pets):
     atoms = cual_cell(seed=3)
     q = o3.lebedev(11)
-    u = models.evaluate_rotated(pets["pet-emt-cual"], atoms, q, ("forces",))["forces"]
+    u = models.evaluate_rotated(models.load(pets["pet-emt-cual"]), atoms, q, ("forces",))["forces"]
     return (
         atoms,
         metrics.average(u, q, "vector").numpy(),

@@ -76,7 +76,7 @@ def test_shipped_pet_batched_matches_per_copy_metatomic_calculator(name):
 def test_callable_batched_matches_plain_calls_and_finite_differences():
     atoms = cu_cluster(8)
     rot = random_rotations(5, seed=3)
-    out = models.evaluate_rotated(lab_frame_callable, atoms, rot, ("energy", "forces"))
+    out = models.evaluate_rotated(models.load(lab_frame_callable), atoms, rot, ("energy", "forces"))
     for k, r in enumerate(rot):
         pos = torch.tensor(atoms.positions @ r.numpy().T, requires_grad=True)
         energy = lab_frame_callable(
@@ -92,21 +92,25 @@ def test_callable_batched_matches_plain_calls_and_finite_differences():
     # forces against central finite differences of the energy (unrotated copy)
     h = 1e-5
     pos = atoms.positions.copy()
-    ref = models.evaluate_rotated(lab_frame_callable, atoms, torch.eye(3), ("forces",))["forces"][0]
+    ref = models.evaluate_rotated(
+        models.load(lab_frame_callable), atoms, torch.eye(3), ("forces",)
+    )["forces"][0]
     for i, a in [(0, 0), (3, 2)]:
         plus, minus = atoms.copy(), atoms.copy()
         plus.positions[i, a] += h
         minus.positions[i, a] -= h
-        e = models.evaluate_rotated(lab_frame_callable, [plus, minus], torch.eye(3), ("energy",))[
-            "energy"
-        ][0]
+        e = models.evaluate_rotated(
+            models.load(lab_frame_callable), [plus, minus], torch.eye(3), ("energy",)
+        )["energy"][0]
         assert abs(float(-(e[0] - e[1]) / (2 * h) - ref[i, a])) < 1e-7
     assert np.array_equal(pos, atoms.positions)
 
 
 def test_stress_matches_finite_differences_of_strain(toy):
     atoms = cual_cell((1, 1, 2))
-    stress = models.evaluate_rotated(toy, atoms, torch.eye(3), ("stress",))["stress"][0]
+    stress = models.evaluate_rotated(models.load(toy), atoms, torch.eye(3), ("stress",))["stress"][
+        0
+    ]
     h = 1e-6
     for a, b in [(0, 0), (0, 1), (2, 1)]:
         energies = []
@@ -118,7 +122,9 @@ def test_stress_matches_finite_differences_of_strain(toy):
             strained.positions = atoms.positions @ eps
             energies.append(
                 float(
-                    models.evaluate_rotated(toy, strained, torch.eye(3), ("energy",))["energy"][0]
+                    models.evaluate_rotated(models.load(toy), strained, torch.eye(3), ("energy",))[
+                        "energy"
+                    ][0]
                 )
             )
         fd = (energies[0] - energies[1]) / (2 * h) / atoms.get_volume()
@@ -130,9 +136,15 @@ def test_results_do_not_depend_on_batch_size(toy, batch_size):
     atoms = [cual_cell(seed=1), cual_cell((1, 1, 2), seed=2)]
     q = o3.quadrature(2)
     out = models.evaluate_rotated(
-        toy, atoms, q, ("energy", "forces", "stress", "energies"), batch_size=batch_size
+        models.load(toy),
+        atoms,
+        q,
+        ("energy", "forces", "stress", "energies"),
+        batch_size=batch_size,
     )
-    full = models.evaluate_rotated(toy, atoms, q, ("energy", "forces", "stress", "energies"))
+    full = models.evaluate_rotated(
+        models.load(toy), atoms, q, ("energy", "forces", "stress", "energies")
+    )
     assert (
         out["energy"].shape == (24, 2)
         and out["forces"].shape == (24, 40, 3)
@@ -146,8 +158,8 @@ def test_results_do_not_depend_on_batch_size(toy, batch_size):
 def test_several_structures_match_separate_evaluations(toy):
     first, second = cual_cell(seed=3), cual_cell((1, 2, 1), seed=4)
     rot = random_rotations(3, seed=4)
-    both = models.evaluate_rotated(toy, [first, second], rot, ("energy", "forces"))
-    alone = models.evaluate_rotated(toy, second, rot, ("energy", "forces"))
+    both = models.evaluate_rotated(models.load(toy), [first, second], rot, ("energy", "forces"))
+    alone = models.evaluate_rotated(models.load(toy), second, rot, ("energy", "forces"))
     assert torch.allclose(both["energy"][:, 1], alone["energy"], atol=1e-12)
     assert torch.allclose(both["forces"][:, 32:], alone["forces"], atol=1e-12)
 
@@ -155,7 +167,7 @@ def test_several_structures_match_separate_evaluations(toy):
 def test_ase_calculator_fallback_matches_emt_and_is_equivariant():
     atoms = cual_cell((1, 1, 2), rattle=0.05)
     q = o3.quadrature(1)
-    out = models.evaluate_rotated(EMT(), atoms, q, ("energy", "forces", "stress"))
+    out = models.evaluate_rotated(models.load(EMT()), atoms, q, ("energy", "forces", "stress"))
     ref = per_copy_reference(EMT(), atoms, q.rotations)
     for key in ref:
         assert torch.allclose(out[key], ref[key], atol=1e-10)
@@ -192,10 +204,21 @@ def test_one_model_call_per_chunk(toy):
 
     counting = Counting.__new__(Counting)
     counting.__dict__.update(adapter.__dict__)
-    models.evaluate_rotated(
+    out = models.evaluate_rotated(
         counting, cual_cell(), o3.quadrature(3), ("energy", "forces"), batch_size=20
     )
-    assert calls == [20, 20, 8]
+    # 48 copies, at most 20 per call: three calls of equal shape, as planned
+    assert calls == [16, 16, 16] == out.plan
+    assert models.chunk_plan(48, 32, torch.device("cpu"), 20) == [16, 16, 16]
+    assert models.chunk_plan(50, 32, torch.device("cpu"), 20) == [17, 17, 16]
+
+
+def test_evaluate_rotated_needs_an_adapter(toy):
+    with pytest.raises(TypeError) as info:
+        models.evaluate_rotated(toy, cual_cell(), torch.eye(3))
+    assert str(info.value) == (
+        "model must be an adapter, got AtomisticModel; wrap it first with symmd.models.load(model)"
+    )
 
 
 def test_bad_input_raises_clear_errors(toy, tmp_path):
@@ -208,7 +231,7 @@ def test_bad_input_raises_clear_errors(toy, tmp_path):
             "unknown element for this model: atomic number 79 (Au); the model knows [13, 29]"
         ),
     ):
-        models.evaluate_rotated(toy, gold, torch.eye(3))
+        models.evaluate_rotated(models.load(toy), gold, torch.eye(3))
     nan = atoms.copy()
     nan.positions[[2, 5], 1] = np.nan
     with pytest.raises(
@@ -217,16 +240,16 @@ def test_bad_input_raises_clear_errors(toy, tmp_path):
             "structure 0 has non-finite (NaN or inf) positions for atoms [2, 5]; check the integrator or the input file"
         ),
     ):
-        models.evaluate_rotated(toy, nan, torch.eye(3))
+        models.evaluate_rotated(models.load(toy), nan, torch.eye(3))
     with pytest.raises(ValueError, match=re.escape("structure 1 is empty: it has no atoms")):
-        models.evaluate_rotated(toy, [atoms, atoms[:0]], torch.eye(3))
+        models.evaluate_rotated(models.load(toy), [atoms, atoms[:0]], torch.eye(3))
     with pytest.raises(
         PropertyNotImplementedError,
         match=re.escape(
             "stress is only defined for fully periodic structures; structures [0] are not periodic in all three directions"
         ),
     ):
-        models.evaluate_rotated(toy, cu_cluster(), torch.eye(3), ("stress",))
+        models.evaluate_rotated(models.load(toy), cu_cluster(), torch.eye(3), ("stress",))
     with pytest.raises(
         ValueError,
         match=re.escape(
@@ -251,14 +274,16 @@ def test_bad_input_raises_clear_errors(toy, tmp_path):
             "the model returned no ['energies'] output (it returned ['energy']); return per-atom 'energies' to use them"
         ),
     ):
-        models.evaluate_rotated(lab_frame_callable, cu_cluster(), torch.eye(3), ("energies",))
+        models.evaluate_rotated(
+            models.load(lab_frame_callable), cu_cluster(), torch.eye(3), ("energies",)
+        )
     with pytest.raises(
         ValueError,
         match=re.escape(
             "the model has no output ['dipole']; choose among ['energy', 'energies', 'forces', 'stress']"
         ),
     ):
-        models.evaluate_rotated(toy, atoms, torch.eye(3), ("dipole",))
+        models.evaluate_rotated(models.load(toy), atoms, torch.eye(3), ("dipole",))
     with pytest.raises(
         TypeError,
         match=re.escape(
@@ -269,7 +294,7 @@ def test_bad_input_raises_clear_errors(toy, tmp_path):
     with pytest.raises(
         ValueError, match=re.escape("batch_size must be a positive int or None, got 0")
     ):
-        models.evaluate_rotated(toy, atoms, torch.eye(3), batch_size=0)
+        models.evaluate_rotated(models.load(toy), atoms, torch.eye(3), batch_size=0)
 
 
 def test_declared_extra_outputs_come_back_per_copy_with_their_kind():
@@ -281,7 +306,10 @@ def test_declared_extra_outputs_come_back_per_copy_with_their_kind():
     frames = [cu_cluster(4), cu_cluster(6, seed=2)]
     rot = random_rotations(3, seed=4)
     out = models.evaluate_rotated(
-        model, frames, rot, ("energy", "feature", "mtt::dipole", "non_conservative_force")
+        models.load(model),
+        frames,
+        rot,
+        ("energy", "feature", "mtt::dipole", "non_conservative_force"),
     )
     assert isinstance(out, models.Responses)
     assert {k: tuple(v.shape) for k, v in out.items()} == {
@@ -309,7 +337,7 @@ def test_declared_extra_outputs_come_back_per_copy_with_their_kind():
         out["mtt::dipole"][:, 0, 0], torch.einsum("j,kij->ki", dipole, rot), atol=1e-12
     )
     # single structure: per-system rows dropped, like the energy
-    single = models.evaluate_rotated(model, frames[0], rot, ("mtt::dipole",))
+    single = models.evaluate_rotated(models.load(model), frames[0], rot, ("mtt::dipole",))
     assert single["mtt::dipole"].shape == (3, 1, 3)
 
 
@@ -350,7 +378,7 @@ def test_metatrain_checkpoints_and_eager_models_load_eagerly(pet_checkpoint, tmp
     atoms = cual_cell((1, 1, 1))
     rot = random_rotations(2, seed=1)
     a = models.evaluate_rotated(adapter, atoms, rot, ("energy", "forces"))
-    b = models.evaluate_rotated(eager, atoms, rot, ("energy", "forces"))
+    b = models.evaluate_rotated(models.load(eager), atoms, rot, ("energy", "forces"))
     assert torch.allclose(a["forces"], b["forces"], atol=1e-6)
     junk = tmp_path / "junk.ckpt"
     junk.write_text("not a checkpoint")

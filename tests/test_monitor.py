@@ -26,7 +26,9 @@ from symmd import (
     models,
     o3,
 )
-from symmd.monitor import LOG_FIELDS, random_o3, sample_error
+from symmd.metrics import sample_error
+from symmd.monitor import LOG_FIELDS
+from symmd.o3 import random_o3
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +39,15 @@ def pet():
 def test_monitor_estimate_is_unbiased_over_200_seeds(pet):
     atoms = cual_cell(seed=11)
     reference_q = o3.quadrature(9)
-    ref = models.evaluate_rotated(pet, atoms, reference_q, ("forces",), batch_size=96)["forces"]
+    ref = models.evaluate_rotated(models.load(pet), atoms, reference_q, ("forces",), batch_size=96)[
+        "forces"
+    ]
     a2_full = float((metrics.equivariance_error(ref, reference_q, "vector") ** 2).mean())
     draws = [random_o3(2, np.random.default_rng(seed)) for seed in range(200)]
     all_rot = torch.cat([q.rotations for q in draws])
-    u = models.evaluate_rotated(pet, atoms, all_rot, ("forces",), batch_size=100)["forces"]
+    u = models.evaluate_rotated(models.load(pet), atoms, all_rot, ("forces",), batch_size=100)[
+        "forces"
+    ]
     estimates = np.array(
         [
             float(sample_error(u[2 * s : 2 * s + 2], q, "vector")[0].mean())

@@ -6,7 +6,8 @@ from conftest import cu_cluster, cual_cell
 from toy_models import toy_metatomic_model
 
 from symmd import metrics, models, o3
-from symmd.recommend import CANDIDATE_DEGREES, aliasing, predict_residuals, recommend_quadrature
+from symmd.metrics import aliasing, predict_residuals
+from symmd.recommend import CANDIDATE_DEGREES, recommend_quadrature
 
 
 def uniaxial(positions, types, cell, pbc, system_index, a=0.3):
@@ -27,7 +28,7 @@ def uniaxial(positions, types, cell, pbc, system_index, a=0.3):
 
 def twirl_and_rule_average(model, atoms, degree, prop="forces", kind="vector"):
     q = o3.quadrature(degree)
-    u = models.evaluate_rotated(model, atoms, q, (prop,))[prop]
+    u = models.evaluate_rotated(models.load(model), atoms, q, (prop,))[prop]
     return metrics.average(u, q, kind)
 
 
@@ -60,7 +61,7 @@ def test_predicted_residual_is_exact_for_a_band_limited_model(prop, kind):
     else:
         model, atoms = uniaxial, cu_cluster(7, seed=2)
     probe = o3.lebedev(14)
-    u = models.evaluate_rotated(model, atoms, probe, (prop,))[prop]
+    u = models.evaluate_rotated(models.load(model), atoms, probe, (prop,))[prop]
     twirl = metrics.average(u, probe, kind)
     predicted = predict_residuals(u, probe, kind, CANDIDATE_DEGREES)
     for degree in CANDIDATE_DEGREES:
@@ -82,7 +83,7 @@ def test_reoriented_prediction_is_the_rms_over_orientations():
     proper half of a degree-8 rule is exact."""
     model, atoms = uniaxial, cu_cluster(6, seed=3)
     probe = o3.lebedev(12)
-    u = models.evaluate_rotated(model, atoms, probe, ("forces",))["forces"]
+    u = models.evaluate_rotated(models.load(model), atoms, probe, ("forces",))["forces"]
     twirl = metrics.average(u, probe, "vector")
     predicted = predict_residuals(u, probe, "vector", [1, 2], reorient=True)
     fixed = predict_residuals(u, probe, "vector", [1, 2])
@@ -93,7 +94,9 @@ def test_reoriented_prediction_is_the_rms_over_orientations():
     for degree in (1, 2):
         q = o3.quadrature(degree)
         rot = torch.einsum("kab,rbc->rkac", q.rotations, orientations.rotations).reshape(-1, 3, 3)
-        out = models.evaluate_rotated(model, atoms, rot, ("forces",))["forces"]  # [R K, N, 3]
+        out = models.evaluate_rotated(models.load(model), atoms, rot, ("forces",))[
+            "forces"
+        ]  # [R K, N, 3]
         z = torch.einsum(
             "rkni,rkij->rknj",
             out.reshape(len(orientations), len(q), -1, 3),
@@ -112,7 +115,9 @@ def pet_errors():
     atoms = cual_cell((1, 2, 2), seed=4)
     reference = o3.lebedev(11)
     ref = metrics.average(
-        models.evaluate_rotated(model, atoms, reference, ("forces",))["forces"], reference, "vector"
+        models.evaluate_rotated(models.load(model), atoms, reference, ("forces",))["forces"],
+        reference,
+        "vector",
     )
     measured = {}
     for degree in CANDIDATE_DEGREES[:6]:
@@ -160,4 +165,4 @@ def test_recommend_errors():
             "the probe rule must have a degree (random samples cannot resolve the spectrum)"
         ),
     ):
-        predict_residuals(torch.zeros(4, 3), o3.haar(2, seed=0), "vector")
+        predict_residuals(torch.zeros(4, 3), o3.haar(2, seed=0), "vector", (1,))

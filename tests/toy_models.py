@@ -8,7 +8,7 @@
 """
 
 import math
-from typing import Optional
+from typing import Dict, List, Optional
 
 import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
@@ -51,18 +51,18 @@ class _PairToy(torch.nn.Module):
         self.uniaxial = uniaxial
         self._nl = NeighborListOptions(cutoff=cutoff, full_list=False, strict=True)
 
-    def requested_neighbor_lists(self) -> list[NeighborListOptions]:
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         return [self._nl]
 
     def forward(
         self,
-        systems: list[System],
-        outputs: dict[str, ModelOutput],
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
         selected_atoms: Optional[Labels] = None,
-    ) -> dict[str, TensorMap]:
+    ) -> Dict[str, TensorMap]:
         per_atom = outputs["energy"].sample_kind == "atom"
-        values: list[torch.Tensor] = []
-        samples: list[torch.Tensor] = []
+        values: List[torch.Tensor] = []
+        samples: List[torch.Tensor] = []
         for s, system in enumerate(systems):
             nl = system.get_neighbor_list(self._nl)
             v = nl.values[:, :, 0]
@@ -125,16 +125,16 @@ class _ExtrasToy(_PairToy):
       -0.2 (Al): exactly equivariant.
     """
 
-    def __init__(self, cutoff: float, anisotropy: float, c: list[float]):
+    def __init__(self, cutoff: float, anisotropy: float, c: List[float]):
         super().__init__(cutoff, anisotropy)
         self.register_buffer("c", torch.tensor(c, dtype=torch.float64))
 
     def forward(
         self,
-        systems: list[System],
-        outputs: dict[str, ModelOutput],
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
         selected_atoms: Optional[Labels] = None,
-    ) -> dict[str, TensorMap]:
+    ) -> Dict[str, TensorMap]:
         result = super().forward(
             systems,
             {"energy": outputs["energy"]}
@@ -142,10 +142,10 @@ class _ExtrasToy(_PairToy):
             else {"energy": ModelOutput(sample_kind="system")},
             selected_atoms,
         )
-        forces: list[torch.Tensor] = []
-        feats: list[torch.Tensor] = []
-        dipoles: list[torch.Tensor] = []
-        atom_samples: list[torch.Tensor] = []
+        forces: List[torch.Tensor] = []
+        feats: List[torch.Tensor] = []
+        dipoles: List[torch.Tensor] = []
+        atom_samples: List[torch.Tensor] = []
         for s, system in enumerate(systems):
             nl = system.get_neighbor_list(self._nl)
             v = nl.values[:, :, 0]

@@ -9,24 +9,27 @@ model that ships with symmd.
 """
 
 from ._adapters import Adapter, AseAdapter, CallableAdapter, MetatomicAdapter
-from ._engine import PROPERTIES, Batch, evaluate_rotated
+from ._engine import PROPERTIES, PROPERTY_KINDS, chunk_plan, evaluate_rotated
 from ._load import load
-from ._outputs import Responses
+from ._outputs import Extra, Responses
 from ._shipped import SHIPPED_MODELS, shipped_model
-from ._structures import NeighborPairs, Structures, as_structures, neighbor_pairs
+from ._structures import Batch, NeighborPairs, Structures, as_structures, neighbor_pairs
 
 __all__ = [
     "Adapter",
     "AseAdapter",
     "Batch",
     "CallableAdapter",
+    "Extra",
     "MetatomicAdapter",
     "NeighborPairs",
     "PROPERTIES",
+    "PROPERTY_KINDS",
     "Responses",
     "SHIPPED_MODELS",
     "Structures",
     "as_structures",
+    "chunk_plan",
     "evaluate_rotated",
     "load",
     "neighbor_pairs",

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from ase.calculators.calculator import BaseCalculator
 
-from ._engine import Batch
-from ._outputs import KINDS, Extra, tensormap_to_dense
-from ._structures import Structures, check_types
+from ..metrics import COMPONENT_AXES, TRANSFORMABLE
+from ._outputs import Extra, tensormap_to_dense
+from ._structures import Batch, Structures, check_types
 
 __all__ = ["Adapter", "MetatomicAdapter", "CallableAdapter", "AseAdapter"]
 
@@ -285,9 +285,9 @@ class CallableAdapter(Adapter):
         types = getattr(fn, "atomic_types", None)
         self.atomic_types = None if types is None else [int(t) for t in types]
         extra = dict(getattr(fn, "extra_outputs", None) or {})
-        bad = {k: v for k, v in extra.items() if v not in KINDS}
+        bad = {k: v for k, v in extra.items() if v not in TRANSFORMABLE}
         if bad:
-            raise ValueError(f"extra_outputs kinds must be among {list(KINDS)}, got {bad}")
+            raise ValueError(f"extra_outputs kinds must be among {list(TRANSFORMABLE)}, got {bad}")
         self._extra = extra
 
     def declared_outputs(self) -> list[str]:
@@ -334,7 +334,7 @@ class CallableAdapter(Adapter):
         if name not in raw_out:
             raise ValueError(f"the model declares the output {name!r} but did not return it")
         kind = self._extra[name]
-        n_comp = KINDS.index(kind)
+        n_comp = COMPONENT_AXES[kind]
         given = raw_out[name]
         value = given.unsqueeze(1) if given.ndim == 1 + n_comp else given
         n_atoms, n_copies = len(batch.types), len(batch.n_atoms)

@@ -36,7 +36,6 @@ the returned :class:`~symmd.models.Responses` says each entry's kind.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Optional, Union
 
@@ -44,35 +43,17 @@ import ase
 import torch
 from ase.calculators.calculator import PropertyNotImplementedError
 
-from ..o3 import Quadrature
-from ..o3._quadrature import check_orthogonal
+from ..o3 import Quadrature, check_orthogonal
+from ._adapters import Adapter
 from ._outputs import Extra, Responses
-from ._structures import Structures, as_structures, neighbor_pairs
+from ._structures import Batch, Structures, as_structures, neighbor_pairs
 
-__all__ = ["Batch", "evaluate_rotated", "chunk_size", "PROPERTIES"]
+__all__ = ["PROPERTIES", "PROPERTY_KINDS", "chunk_plan", "evaluate_rotated"]
 
 PROPERTIES = ("energy", "energies", "forces", "stress")
+#: how each physical property transforms (see :mod:`symmd.metrics`)
+PROPERTY_KINDS = {"energy": "scalar", "energies": "scalar", "forces": "vector", "stress": "rank2"}
 CPU_ATOMS_PER_CALL = 1024
-
-
-@dataclasses.dataclass
-class Batch:
-    """A chunk of C rotated copies handed to an adapter (model dtype and device).
-
-    ``positions [M, 3]`` and ``cell [C, 3, 3]`` are differentiable when
-    gradients are needed; ``types [M]``, ``pbc [C, 3]``, ``system_index [M]``
-    (copy of each atom, 0..C-1), ``n_atoms [C]``; ``pairs`` maps each requested
-    ``(cutoff, full_list)`` to batch-local ``(first [P], second [P],
-    shifts [P, 3], counts [C])``.
-    """
-
-    positions: torch.Tensor
-    types: torch.Tensor
-    cell: torch.Tensor
-    pbc: torch.Tensor
-    system_index: torch.Tensor
-    n_atoms: torch.Tensor
-    pairs: dict
 
 
 def _expand(counts: torch.Tensor, offsets: torch.Tensor, structure_of_copy: torch.Tensor):
@@ -99,16 +80,25 @@ def _as_rotations(rotations) -> torch.Tensor:
     return rot
 
 
-def chunk_size(
+def chunk_plan(
     n_copies: int, max_atoms: int, device: torch.device, batch_size: Optional[int]
-) -> int:
-    """Rotated copies per model call: ``batch_size``; else all of them on an
-    accelerator, or about ``CPU_ATOMS_PER_CALL`` atoms' worth on the CPU."""
-    if batch_size is not None:
-        return batch_size
-    if device.type == "cpu":
-        return max(1, CPU_ATOMS_PER_CALL // max_atoms)
-    return n_copies
+) -> list[int]:
+    """Sizes of the successive model calls for ``n_copies`` rotated copies.
+
+    At most ``batch_size`` copies per call; ``None``: all of them on an
+    accelerator, about ``CPU_ATOMS_PER_CALL`` atoms' worth on the CPU. The
+    copies are spread evenly over the fewest calls that respect that bound
+    (sizes differ by at most one), so that every call has nearly the same
+    shape. Layer capture and any other consumer of the per-call layout read
+    it from here.
+    """
+    if batch_size is None:
+        batch_size = (
+            max(1, CPU_ATOMS_PER_CALL // max(1, max_atoms)) if device.type == "cpu" else n_copies
+        )
+    n_calls = max(1, -(-n_copies // batch_size))
+    base, extra = divmod(n_copies, n_calls)
+    return [base + 1] * extra + [base] * (n_calls - extra)
 
 
 def _check_properties(
@@ -133,18 +123,17 @@ def _check_properties(
 
 
 def evaluate_rotated(
-    model,
+    model: Adapter,
     atoms: Union[ase.Atoms, Sequence[ase.Atoms]],
     rotations: Union[Quadrature, torch.Tensor],
     properties: Sequence[str] = ("energy", "forces"),
     batch_size: Optional[int] = None,
-) -> dict[str, torch.Tensor]:
+) -> Responses:
     """Evaluate ``model`` on every rotated copy of ``atoms``.
 
     Parameters
     ----------
-    model: an adapter from :func:`symmd.models.load` (anything ``load``
-        accepts is loaded on the fly).
+    model: an adapter from :func:`symmd.models.load`.
     atoms: one ``ase.Atoms`` or a list.
     rotations: a :class:`~symmd.o3.Quadrature` or ``[K, 3, 3]`` orthogonal
         matrices (positions map as ``r -> r @ R.T``).
@@ -159,10 +148,12 @@ def evaluate_rotated(
     a :class:`~symmd.models.Responses` dict (see the module docstring for
     shapes; a multi-block extra output gives one entry per block).
     """
-    from ._adapters import Adapter
-    from ._load import load
-
-    adapter = model if isinstance(model, Adapter) else load(model)
+    if not isinstance(model, Adapter):
+        raise TypeError(
+            f"model must be an adapter, got {type(model).__name__}; wrap it first with "
+            "symmd.models.load(model)"
+        )
+    adapter = model
     structures = atoms if isinstance(atoms, Structures) else as_structures(atoms)
     properties = _check_properties(properties, structures, adapter.declared_outputs())
     adapter.check(structures, properties)
@@ -180,18 +171,22 @@ def evaluate_rotated(
         for request in adapter.neighbor_requests()
     }
     n_copies = len(rot) * structures.n_systems
-    chunk = chunk_size(n_copies, int(structures.n_atoms.max()), device, batch_size)
+    plan = chunk_plan(n_copies, int(structures.n_atoms.max()), device, batch_size)
     results: dict[str, list] = {}
     kinds: dict[str, tuple[str, bool]] = {}
-    for start in range(0, n_copies, chunk):
-        copies = torch.arange(start, min(start + chunk, n_copies), device=device)
+    start = 0
+    for size in plan:
+        copies = torch.arange(start, start + size, device=device)
+        start += size
         out = _evaluate_chunk(adapter, structures, pairs, rot, copies, properties)
         for key, value in out.items():
             if isinstance(value, Extra):
                 kinds[key] = (value.kind, value.per_atom)
                 value = value.values
             results.setdefault(key, []).append(value)
-    return _assemble(results, kinds, structures, len(rot))
+    out = _assemble(results, kinds, structures, len(rot))
+    out.plan, out.pairs = plan, pairs
+    return out
 
 
 def _evaluate_chunk(adapter, structures: Structures, pairs, rot, copies, properties):
@@ -285,13 +280,12 @@ def _assemble(results, kinds, structures: Structures, n_rot: int) -> Responses:
         "forces": (n_rot, n_tot, 3),
         "stress": (n_rot, n_sys, 3, 3),
     }
-    base_kinds = {"energy": "scalar", "energies": "scalar", "forces": "vector", "stress": "rank2"}
     out, out_kinds, out_per_atom = {}, {}, {}
     for key, chunks in results.items():
         value = torch.cat(chunks)
         if key in shapes:
             value = value.reshape(shapes[key])
-            kind, per_atom = base_kinds[key], key in ("energies", "forces")
+            kind, per_atom = PROPERTY_KINDS[key], key in ("energies", "forces")
         else:
             kind, per_atom = kinds[key]
             value = value.reshape(n_rot, n_tot if per_atom else n_sys, *value.shape[1:])

@@ -33,13 +33,11 @@ spectrum does not depend on the basis and is).
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import torch
 
-__all__ = ["Extra", "Responses", "KINDS", "kind_of_components"]
-
-#: kinds that :mod:`symmd.metrics` back-transforms
-KINDS = ("scalar", "vector", "rank2")
+__all__ = ["Extra", "Responses", "kind_of_components"]
 
 
 @dataclasses.dataclass
@@ -56,12 +54,24 @@ class Responses(dict):
     """The dict returned by :func:`symmd.models.evaluate_rotated`, with
     ``kinds[name]`` (``"scalar"``, ``"vector"``, ``"rank2"`` or ``"spherical"``)
     telling how each entry transforms and ``per_atom[name]`` whether its rows
-    (axis 1) are atoms or structures."""
+    (axis 1) are atoms or structures; ``plan`` lists the rotated copies in
+    each model call, in order, and ``pairs`` the neighbour pairs
+    (:class:`~symmd.models.NeighborPairs`) shared by every copy, per
+    ``(cutoff, full_list)`` request."""
 
-    def __init__(self, values: dict, kinds: dict, per_atom: dict):
+    def __init__(
+        self,
+        values: dict,
+        kinds: dict,
+        per_atom: dict,
+        plan: Optional[list[int]] = None,
+        pairs: Optional[dict] = None,
+    ):
         super().__init__(values)
         self.kinds = dict(kinds)
         self.per_atom = dict(per_atom)
+        self.plan = list(plan or [])
+        self.pairs = dict(pairs or {})
 
 
 def kind_of_components(names: list[str]) -> str:

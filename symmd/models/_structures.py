@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-__all__ = ["Structures", "NeighborPairs", "as_structures", "neighbor_pairs"]
+__all__ = ["Batch", "Structures", "NeighborPairs", "as_structures", "neighbor_pairs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,3 +174,23 @@ def neighbor_pairs(structures: Structures, cutoff: float, full_list: bool) -> Ne
         shifts=torch.from_numpy(np.concatenate(shifts)).reshape(-1, 3),
         counts=torch.tensor(counts),
     )
+
+
+@dataclasses.dataclass
+class Batch:
+    """A chunk of C rotated copies handed to an adapter (model dtype and device).
+
+    ``positions [M, 3]`` and ``cell [C, 3, 3]`` are differentiable when
+    gradients are needed; ``types [M]``, ``pbc [C, 3]``, ``system_index [M]``
+    (copy of each atom, 0..C-1), ``n_atoms [C]``; ``pairs`` maps each requested
+    ``(cutoff, full_list)`` to batch-local ``(first [P], second [P],
+    shifts [P, 3], counts [C])``.
+    """
+
+    positions: torch.Tensor
+    types: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    system_index: torch.Tensor
+    n_atoms: torch.Tensor
+    pairs: dict

@@ -10,17 +10,20 @@ from ._cartesian import cartesian_to_spherical, spherical_to_cartesian
 from ._quadrature import (
     LEBEDEV_ORDERS,
     Quadrature,
+    check_orthogonal,
     haar,
     lebedev,
     metatomic_size,
     point_group,
     quadrature,
+    random_o3,
 )
 from ._wigner import character, proper_part, representation, wigner_d, wigner_d_series
 
 __all__ = [
     "LEBEDEV_ORDERS",
     "Quadrature",
+    "check_orthogonal",
     "cartesian_to_spherical",
     "character",
     "haar",
@@ -29,6 +32,7 @@ __all__ = [
     "point_group",
     "proper_part",
     "quadrature",
+    "random_o3",
     "representation",
     "spherical_to_cartesian",
     "wigner_d",

@@ -38,6 +38,8 @@ import torch
 
 __all__ = [
     "Quadrature",
+    "check_orthogonal",
+    "random_o3",
     "lebedev",
     "point_group",
     "haar",
@@ -270,6 +272,25 @@ def haar(n: int, seed: Optional[int] = None, inversion: bool = True) -> Quadratu
     rot = Rotation.random(int(n), random_state=rng).as_matrix().reshape(-1, 3, 3)
     w = np.full(len(rot), 1.0 / len(rot))
     return _make(rot, w, None, f"haar{n}", inversion)
+
+
+def random_o3(m: int, rng: np.random.Generator) -> Quadrature:
+    """``m`` independent Haar-random O(3) elements with equal weights.
+
+    Each is a Haar-random proper rotation times an independent random sign,
+    so proper and improper elements are equally likely (the normalized Haar
+    measure of O(3)); unlike :func:`haar`, the draws are not paired with
+    their inverses, which is what an unbiased variance estimate needs.
+    ``rng`` is a :class:`numpy.random.Generator` (the caller owns the seed).
+    """
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise ValueError(f"m must be a positive int, got {m!r}")
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.random(int(m), random_state=rng).as_matrix().reshape(-1, 3, 3)
+    rot *= rng.choice([-1.0, 1.0], size=int(m))[:, None, None]
+    w = torch.full((int(m),), 1.0 / int(m), dtype=torch.float64)
+    return Quadrature(torch.from_numpy(rot), w, None, f"random_o3({m})")
 
 
 def _candidates(degree: int, inversion: bool):
