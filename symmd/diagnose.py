@@ -43,19 +43,13 @@ from . import metrics, o3
 from ._accuracy import compare, model_errors
 from ._layers import LayerCapture, drop_padding
 from ._plotting import error_figure, spectrum_figure
-from .models import evaluate_rotated, load
+from .models import EQUIVARIANT_SECTORS, evaluate_rotated, load
 from .recommend import predict_residuals, trusted_degrees
 
 __all__ = ["diagnose", "Diagnosis"]
 
-_PHYSICAL = (
-    "energy",
-    "forces",
-    "stress",
-    "non_conservative_force",
-    "non_conservative_forces",
-    "non_conservative_stress",
-)
+#: outputs that get predicted twirl residuals (energies are summed into energy)
+_PHYSICAL = tuple(name for name in EQUIVARIANT_SECTORS if name != "energies")
 _BLOCK = 4_000_000  # float64 values per block when reducing wide outputs
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from ._plotting import training_figure
 from .diagnose import diagnose
+from .models import EQUIVARIANT_SECTORS
 
 __all__ = [
     "TrainingDiagnosis",
@@ -36,17 +37,6 @@ __all__ = [
     "plot_training",
     "save_json",
 ]
-
-#: the sectors an exactly equivariant output lives in
-EQUIVARIANT_SECTORS = {
-    "energy": [(0, 1)],
-    "energies": [(0, 1)],
-    "forces": [(1, 1)],
-    "non_conservative_force": [(1, 1)],
-    "non_conservative_forces": [(1, 1)],
-    "stress": [(0, 1), (2, 1)],
-    "non_conservative_stress": [(0, 1), (2, 1)],
-}
 
 
 def _epoch_of(path: pathlib.Path) -> Optional[int]:
@@ -114,7 +104,7 @@ class TrainingDiagnosis:
         """Fraction of the spectrum outside the sectors an exact model would
         fill (for layers and features: outside (0, +1)), at each epoch."""
         spec = self.spectrum(name)
-        allowed = EQUIVARIANT_SECTORS.get(name, [(0, 1)])
+        allowed = EQUIVARIANT_SECTORS.get(name, ((0, 1),))
         return 1.0 - sum(spec[b] for b in allowed)
 
     def to_dict(self) -> dict:
