@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from symmd.cli import main
 
 
@@ -12,6 +14,7 @@ def run(*args):
     )
 
 
+@pytest.mark.slow
 def test_help_of_every_subcommand():
     for args in ([], ["md"], ["diagnose"], ["training"], ["plot"]):
         out = run(*args, "--help")
@@ -20,6 +23,7 @@ def test_help_of_every_subcommand():
     assert "--max-lambda" in run("diagnose", "--help").stdout
 
 
+@pytest.mark.slow
 def test_md_with_defaults_writes_a_complete_log_then_plot(tmp_path, capsys):
     log, traj, fig = tmp_path / "md.csv", tmp_path / "md.extxyz", tmp_path / "md.png"
     assert (
@@ -34,6 +38,7 @@ def test_md_with_defaults_writes_a_complete_log_then_plot(tmp_path, capsys):
     assert len(ase.io.read(traj, ":")) == 3
 
 
+@pytest.mark.slow
 def test_md_stopped_by_the_monitor_exits_non_zero_with_one_line(tmp_path):
     out = run(
         "md",
@@ -50,6 +55,7 @@ def test_md_stopped_by_the_monitor_exits_non_zero_with_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("symmd md: stopped: step ")
 
 
+@pytest.mark.slow
 def test_bad_arguments_give_one_line_errors():
     out = run("md", "--steps", "many")
     assert (
@@ -90,12 +96,16 @@ def test_diagnose_command_json(tmp_path, capsys):
         "energy",
         "forces",
         "stress",
+        "stress[lambda=0]",
+        "stress[lambda=1]",  # the raw PET's strain derivative is not symmetric
+        "stress[lambda=2]",
         "feature",
         "mtt::aux::cutoff_stats",
         "mtt::aux::energy_last_layer_features",
     }
 
 
+@pytest.mark.slow
 def test_md_with_an_automatic_quadrature_reports_its_choice(capsys):
     code = main(
         [

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # MD runs and scripts: the full tier
+
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
