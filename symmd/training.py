@@ -58,8 +58,9 @@ def find_checkpoints(folder: Union[str, os.PathLike]) -> tuple[list[str], list[i
         raise ValueError(
             f"cannot read an epoch number from {unnumbered}; name the files like epoch_012.ckpt"
         )
-    files.sort(key=_epoch_of)
-    return [str(f) for f in files], [_epoch_of(f) for f in files]
+    epochs = {f: int(_epoch_of(f) or 0) for f in files}
+    files.sort(key=epochs.__getitem__)
+    return [str(f) for f in files], [epochs[f] for f in files]
 
 
 @dataclasses.dataclass
@@ -105,7 +106,7 @@ class TrainingDiagnosis:
         fill (for layers and features: outside (0, +1)), at each epoch."""
         spec = self.spectrum(name)
         allowed = EQUIVARIANT_SECTORS.get(name, ((0, 1),))
-        return 1.0 - sum(spec[b] for b in allowed)
+        return 1.0 - np.sum([spec[b] for b in allowed], axis=0)
 
     def to_dict(self) -> dict:
         """JSON-ready: ``{"epochs", "quadrature", "max_lambda", "properties":
