@@ -37,6 +37,7 @@ from . import metrics, o3
 from .models import evaluate_rotated, load
 from .projection import project_forces, symmetrize_stress
 from .recommend import check_tolerance, recommend_quadrature
+from .spacegroup import SpaceGroupProjector
 
 __all__ = ["SymmetryCalculator", "MODES"]
 
@@ -70,6 +71,13 @@ class SymmetryCalculator(Calculator):
     seed: seeds ``reorient`` (and the monitor, if it has no seed of its own).
     mirror_to_atoms: also store the diagnostics in ``atoms.info`` and
         ``atoms.arrays`` so that they survive in extxyz trajectories.
+    space_group: after the mode's own result, project forces, stress and
+        per-atom energies onto the structure's space group (found with spglib,
+        re-used while the structure keeps it; zero extra model calls; the
+        energy is unchanged): :class:`symmd.spacegroup.SpaceGroupProjector`.
+        Fully periodic structures only (``ValueError`` otherwise); a
+        ``UserWarning`` when the group has only the identity rotation.
+    symprec: spglib's tolerance for ``space_group``, A (default 1e-5).
 
     ``results`` hold ``energy``, ``free_energy``, ``forces``, ``stress`` (fully
     periodic structures only), ``energies`` when asked for, and, whenever they
@@ -95,6 +103,8 @@ class SymmetryCalculator(Calculator):
         non_conservative: bool = False,
         seed: Optional[int] = None,
         mirror_to_atoms: bool = False,
+        space_group: bool = False,
+        symprec: float = 1e-5,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -123,6 +133,7 @@ class SymmetryCalculator(Calculator):
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.mirror_to_atoms = bool(mirror_to_atoms)
+        self.space_group = SpaceGroupProjector(symprec) if space_group else None
         self.n_calls = 0
         self.switches: list[dict] = []
         if monitor is None and symmetrize == "adaptive":
@@ -211,6 +222,8 @@ class SymmetryCalculator(Calculator):
             results["forces"] = project_forces(
                 results["forces"], atoms.positions, torque=not atoms.pbc.any()
             )
+        if self.space_group is not None:
+            results.update(self.space_group.project(atoms, results))
         energy = float(results.pop("energy"))
         self.results = {"energy": energy, "free_energy": energy, "forces": results.pop("forces")}
         if "stress" in results:
