@@ -10,11 +10,13 @@ from ._cartesian import cartesian_to_spherical, spherical_to_cartesian
 from ._quadrature import (
     LEBEDEV_ORDERS,
     Quadrature,
+    design_degrees,
     haar,
     lebedev,
     metatomic_size,
     point_group,
     quadrature,
+    so3_design,
 )
 from ._wigner import character, proper_part, representation, wigner_d, wigner_d_series
 
@@ -23,6 +25,7 @@ __all__ = [
     "Quadrature",
     "cartesian_to_spherical",
     "character",
+    "design_degrees",
     "haar",
     "lebedev",
     "metatomic_size",
@@ -30,6 +33,7 @@ __all__ = [
     "proper_part",
     "quadrature",
     "representation",
+    "so3_design",
     "spherical_to_cartesian",
     "wigner_d",
     "wigner_d_series",
