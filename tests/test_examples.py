@@ -14,9 +14,10 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
     "name,expected",
     [
         ("md_monitoring.py", "log: md_monitoring.csv"),
-        ("symmetric_relaxation.py", "average: max |F| on the perfect lattice"),
+        ("symmetric_relaxation.py", "space group: max |F| on the perfect lattice 0.00e+00"),
         ("diagnose_model.py", "wrote diagnose_model.json"),
         ("adaptive_md.py", "final mode"),
+        ("phonons.py", "TA split at X"),
     ],
 )
 def test_example_runs(name, expected, tmp_path):
