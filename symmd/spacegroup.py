@@ -33,6 +33,20 @@ def _wrap(frac: np.ndarray) -> np.ndarray:
     return frac - np.round(frac)
 
 
+def _nearest(frac: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """``[G, N]`` index of the atom nearest (periodically, in fractional
+    coordinates) to every image ``image[g, i]``; a k-d tree, O(G N log N)."""
+    from scipy.spatial import cKDTree
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = x - np.floor(x)
+        return np.where(x >= 1.0, 0.0, x)
+
+    tree = cKDTree(unit(frac), boxsize=1.0)
+    _, index = tree.query(unit(image.reshape(-1, 3)))
+    return np.asarray(index, dtype=np.int64).reshape(image.shape[:2])
+
+
 class SpaceGroupProjector:
     """Finds a crystal's space group once and projects outputs onto it.
 
@@ -69,6 +83,7 @@ class SpaceGroupProjector:
         self.translations: Optional[np.ndarray] = None
         self.permutations: Optional[np.ndarray] = None
         self._numbers: Optional[np.ndarray] = None
+        self._tolerance = self.symprec
         self.n_searches = 0
 
     # -- finding the group ----------------------------------------------
@@ -85,7 +100,7 @@ class SpaceGroupProjector:
             return False
         if len(atoms) != len(self._numbers) or not np.array_equal(atoms.numbers, self._numbers):
             return False
-        return self._max_deviation(atoms) <= self.symprec
+        return self._max_deviation(atoms) <= self._tolerance
 
     def _max_deviation(self, atoms) -> float:
         """Largest distance (A) between an image ``W x_i + t`` and atom ``g(i)``,
@@ -123,15 +138,17 @@ class SpaceGroupProjector:
         rot = np.asarray(sym["rotations"], dtype=np.float64)
         trans = np.asarray(sym["translations"], dtype=np.float64)
         image = np.einsum("gab,nb->gna", rot, frac) + trans[:, None]  # [G, N, 3]
-        perms = np.empty((len(rot), len(atoms)), dtype=np.int64)
-        chunk = max(1, 2_000_000 // max(len(atoms) ** 2, 1))
-        for start in range(0, len(rot), chunk):  # chunks bound memory, not a hot path
-            diff = _wrap(image[start : start + chunk, :, None] - frac[None, None]) @ cell
-            dist = np.linalg.norm(diff, axis=-1)  # [g, i, j]
-            same = atoms.numbers[None, :, None] == atoms.numbers[None, None, :]
-            dist = np.where(same, dist, np.inf)
-            perms[start : start + chunk] = dist.argmin(-1)
+        perms = _nearest(frac, image)
         self.rotations, self.translations, self.permutations = rot, trans, perms
+        bijective = (np.sort(perms, axis=1) == np.arange(len(atoms))).all()
+        if not bijective or not (atoms.numbers[perms] == atoms.numbers).all():
+            raise ValueError(
+                f"the operations spglib found for {atoms.get_chemical_formula()} with "
+                f"symprec={self.symprec} do not permute its atoms onto atoms of the same "
+                "element; lower symprec"
+            )
+        # re-used while no image drifts further than symprec (or than spglib's own match)
+        self._tolerance = max(self.symprec, 1.01 * self._max_deviation(atoms))
         self._numbers = atoms.numbers.copy()
         if np.array_equal(rot, np.broadcast_to(np.eye(3), rot.shape)):
             warnings.warn(
