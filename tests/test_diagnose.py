@@ -146,7 +146,7 @@ def test_statistics_over_structures_and_json(tmp_path):
     d = diagnose(toy_metatomic_model(), frames, max_lambda=2)
     out = d.to_dict()
     json.loads(json.dumps(out))
-    assert out["quadrature"] == {"name": "I+inversion", "size": 120, "degree": 5}
+    assert out["quadrature"] == {"name": "so3design4x43+inversion", "size": 86, "degree": 4}
     for name in ("energy", "forces", "stress"):
         entry = out["properties"][name]
         assert len(entry["error"]) == 3

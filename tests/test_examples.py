@@ -16,9 +16,10 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
     "name,expected",
     [
         ("md_monitoring.py", "log: md_monitoring.csv"),
-        ("symmetric_relaxation.py", "average: max |F| on the perfect lattice"),
+        ("symmetric_relaxation.py", "space group Pm-3m (221) -> Pm-3m (221)"),
         ("diagnose_model.py", "wrote diagnose_model.json"),
         ("adaptive_md.py", "final mode"),
+        ("phonons.py", "TA split at X"),
     ],
 )
 def test_example_runs(name, expected, tmp_path):
