@@ -120,7 +120,12 @@ class SpaceGroupProjector:
 
     def find(self, atoms) -> None:
         """Search the space group of ``atoms`` with spglib and the permutations."""
-        import spglib
+        try:
+            import spglib
+        except ImportError as error:
+            raise ImportError(
+                "space_group=True needs spglib: pip install 'symmd[symmetry]' (or pip install spglib)"
+            ) from error
 
         self._check_periodic(atoms)
         cell = atoms.cell.array
