@@ -117,7 +117,8 @@ def test_unstable_run_is_stopped_before_atoms_overlap(pet, seed, tmp_path):
     with pytest.raises(InstabilityError) as info:
         dyn.run(300)
     assert re.match(
-        rf"^step {info.value.step}: \w+ = \S+ (A is below 0.6 x the sum of covalent radii|exceeds its limit)",
+        rf"^step {info.value.step}: \w+ = \S+ (A is a collision: \S+ x the sum of covalent "
+        r"radii, below the limit 0.6|exceeds its limit)",
         str(info.value),
     )
     assert np.isfinite(atoms.positions).all() and not overlap(atoms)
