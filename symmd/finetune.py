@@ -241,8 +241,7 @@ def _select(module: torch.nn.Module, trainable: Sequence[str]) -> list[str]:
     chosen = [n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in trainable)]
     if not chosen:
         raise ValueError(
-            f"no parameter matches trainable={list(trainable)}; the model's parameters are "
-            f"{names}"
+            f"no parameter matches trainable={list(trainable)}; the model's parameters are {names}"
         )
     for name, param in module.named_parameters():
         param.requires_grad_(name in chosen)
@@ -302,7 +301,11 @@ def _evaluate(adapter, frames, labels, outputs, degree: int) -> dict[str, Any]:
         entry["weight_outside"] = max(0.0, 1.0 - inside / total) if total > 0 else 0.0
         out[name] = entry
     units = {"energy": "eV/atom (mae), eV (A_rms)", "forces": "eV/A", "stress": "eV/A^3"}
-    return {"quadrature": {"name": q.name, "size": len(q), "degree": q.degree}, "units": units, **out}
+    return {
+        "quadrature": {"name": q.name, "size": len(q), "degree": q.degree},
+        "units": units,
+        **out,
+    }
 
 
 def _check_gammas(gamma) -> list[float]:
