@@ -41,7 +41,9 @@ from generate_data import make_plate  # noqa: E402 (EMT plates, seeded)
 QUICK = bool(os.environ.get("SYMMD_EXAMPLE_QUICK"))
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("-o", "--output", help="folder for the tuned models, JSON and figure")
-parser.add_argument("--gamma", type=float, nargs="+", default=[0.0] if QUICK else [0.0, 1e2, 1e3])
+parser.add_argument(
+    "--gamma", type=float, nargs="+", default=[0.0, 10.0] if QUICK else [0.0, 1e2, 1e3]
+)
 parser.add_argument("--epochs", type=int, default=1 if QUICK else 8)
 parser.add_argument("--n-train", type=int, default=8 if QUICK else 48)
 parser.add_argument("--n-valid", type=int, default=3 if QUICK else 10)

@@ -24,12 +24,8 @@ the model's own initial predictions with ``labels=False``), so that one
 one (for :math:`L_\mu`) go through :func:`symmd.models.evaluate_rotated` in one
 batched call with the autograd graph kept (forces by a double backward).
 
-Labels are read from an extended XYZ file with ASE: the energy, forces and
-stress of the attached calculator (``energy=``, ``forces`` and ``stress=``
-columns, as ASE writes them), else ``atoms.info["energy"]``,
-``atoms.arrays["forces"]``, ``atoms.info["stress"]`` (ASE sign, eV/A^3, Voigt
-6 or 3x3) or ``atoms.info["virial"]`` (eV, stress = -virial / V): the default
-key names of both ASE and metatrain.
+Labels are read by :func:`read_labels` (ASE's and metatrain's default names:
+``energy``, ``forces``, ``stress`` or ``virial``).
 """
 
 from __future__ import annotations
@@ -49,6 +45,7 @@ import numpy as np
 import torch
 
 from . import metrics
+from ._labels import read_labels, stack_labels
 from .models import Adapter, CallableAdapter, evaluate_rotated, load
 from .o3 import Quadrature, quadrature, random_o3
 
@@ -72,70 +69,6 @@ class FinetuneResult:
     history: list
     metrics: dict
     paths: dict
-
-
-def read_labels(source, what: str = "train", labels: bool = True):
-    """Structures and their reference labels.
-
-    ``source``: an extxyz path (every frame) or a list of ``ase.Atoms``.
-    Returns ``(frames, labels)`` with ``labels[p]`` a list (one entry per
-    structure) for ``p`` in energy (eV), forces ([N, 3] eV/A), stress
-    ([3, 3] eV/A^3); a property labelled on no structure is absent. With
-    ``labels=True`` every structure needs an energy.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        from ase.io import read
-
-        if not os.path.exists(source):
-            raise FileNotFoundError(f"{what} file {os.fspath(source)!r} does not exist")
-        frames = read(source, index=":")
-    elif isinstance(source, ase.Atoms):
-        frames = [source]
-    else:
-        frames = list(source)
-    if not frames:
-        raise ValueError(f"{what} holds no structures")
-    found: dict[str, list] = {"energy": [], "forces": [], "stress": []}
-    for atoms in frames:
-        results = dict(getattr(atoms.calc, "results", {}) or {})
-        found["energy"].append(results.get("energy", atoms.info.get("energy")))
-        found["forces"].append(results.get("forces", atoms.arrays.get("forces")))
-        stress = results.get("stress", atoms.info.get("stress"))
-        if stress is None and "virial" in atoms.info:
-            stress = -np.asarray(atoms.info["virial"], dtype=float) / atoms.get_volume()
-        if stress is not None:
-            stress = np.asarray(stress, dtype=float)
-            if stress.shape == (6,):
-                from ase.stress import voigt_6_to_full_3x3_stress
-
-                stress = voigt_6_to_full_3x3_stress(stress)
-        found["stress"].append(stress)
-    out = {}
-    for name, values in found.items():
-        missing = [i for i, v in enumerate(values) if v is None]
-        if len(missing) == len(values):
-            continue
-        if missing and (labels or name != "energy"):
-            raise ValueError(
-                f"{what}: structures {missing[:10]} have no {name} label while others do; "
-                f"label every structure (ASE calculator results or info/arrays[{name!r}])"
-            )
-        out[name] = values
-    if labels and "energy" not in out:
-        raise ValueError(
-            f"{what} has no energy labels (looked for the ASE calculator results and "
-            "atoms.info['energy']); label the structures, or pass labels=False to train on "
-            "the equivariance penalty alone"
-        )
-    return frames, out
-
-
-def _stack(values: list, index, device) -> torch.Tensor:
-    """Labels of the structures ``index``: ``[S]``, ``[S, 3, 3]`` or, for
-    per-atom ``[n, 3]`` entries, concatenated ``[N, 3]``."""
-    parts = [torch.as_tensor(np.asarray(values[i], dtype=float)) for i in index]
-    per_atom = parts[0].ndim == 2 and parts[0].shape != (3, 3)
-    return (torch.cat(parts) if per_atom else torch.stack(parts)).to(device)
 
 
 def _outputs(adapter: Adapter, label_names, frames) -> dict[str, tuple[str, str]]:
@@ -202,7 +135,7 @@ def _losses(adapter, frames, labels, index, outputs, scales, q: Quadrature, with
     l_mu = torch.zeros((), dtype=torch.float64, device=adapter.device)
     if with_mu:
         for name, (label, _) in outputs.items():
-            ref = _stack(labels[label], index, adapter.device)
+            ref = stack_labels(labels[label], index, adapter.device)
             if label == "energy":
                 ref = ref / n_atoms.to(ref)
             pred = _per_atom(resp[name][:1], name, n_atoms)[0].reshape(ref.shape)
@@ -226,7 +159,7 @@ def _scales(adapter, frames, labels, outputs) -> dict[str, float]:
             values["stress"] = list(resp["stress"][0].cpu().numpy())
     out = {}
     for name, vals in values.items():
-        x = _stack(vals, range(len(vals)), "cpu")
+        x = stack_labels(vals, range(len(vals)), "cpu")
         if name == "energy":
             x = x / torch.tensor([len(a) for a in frames], dtype=x.dtype)
         var = float(x.var()) if x.numel() > 1 else 0.0
@@ -289,7 +222,7 @@ def _evaluate(adapter, frames, labels, outputs, degree: int) -> dict[str, Any]:
         entry[key] = float(a.pow(2).mean().sqrt())
         entry["prediction_rms"] = float(pred.pow(2).mean().sqrt())
         if label in labels:
-            ref = _stack(labels[label], range(len(frames)), adapter.device)
+            ref = stack_labels(labels[label], range(len(frames)), adapter.device)
             ref = ref / n_atoms.to(ref) if label == "energy" else ref
             entry["mae"] = float((pred.reshape(ref.shape) - ref).abs().mean())
             entry["label_rms"] = float(ref.pow(2).mean().sqrt())
