@@ -17,7 +17,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
         ("symmetric_relaxation.py", "average: max |F| on the perfect lattice"),
         ("diagnose_model.py", "wrote diagnose_model.json"),
         ("adaptive_md.py", "final mode"),
-        ("finetune_readout.py", "tuned (gamma=10)"),
+        ("finetune_readout.py", "tuned, gamma=10 "),
     ],
 )
 def test_example_runs(name, expected, tmp_path):
