@@ -169,10 +169,12 @@ def tradeoff_figure(runs: Sequence[dict], path) -> None:
     ``runs``: the ``result.json`` contents of :func:`symmd.finetune`.
     """
     plt = pyplot()
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
     names = [n for n in runs[0]["metrics"] if isinstance(runs[0]["metrics"][n], dict)]
     names = [n for n in names if "mae" in runs[0]["metrics"][n]]
     rows, columns = _grid(max(1, len(names)), 3)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.4 * rows), squeeze=False)
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(runs)))
     for ax, name in zip(axes.flat, names):
         key = "A_per_atom_rms" if name == "energy" else "A_rms"
@@ -183,6 +185,10 @@ def tradeoff_figure(runs: Sequence[dict], path) -> None:
             ax.scatter(xi, yi, color=color, s=36, zorder=2, label=f"gamma = {run['gamma']:g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # 1, 2, 5 per decade, plain numbers
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.set_minor_formatter(NullFormatter())
         unit = "eV/atom" if name == "energy" else ("eV/A^3" if "stress" in name else "eV/A")
         ax.set_xlabel(f"model error: MAE ({unit})")
         ax.set_ylabel(f"equivariance error A ({unit})")

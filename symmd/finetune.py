@@ -199,8 +199,12 @@ def _load(checkpoint) -> tuple[torch.nn.Module, bool]:
         )
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
-    from metatrain.utils.io import load_model
-
+    try:
+        from metatrain.utils.io import load_model
+    except ImportError as error:
+        raise ImportError(
+            f"fine-tuning the checkpoint {path!r} needs metatrain: pip install 'symmd[train]'"
+        ) from error
     return load_model(path), True
 
 
