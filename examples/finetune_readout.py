@@ -12,7 +12,7 @@ error are measured on held-out plates. Then a short Langevin MD on a held-out
 plate with symmd's Monitor prints the relative force equivariance error
 A_F / F of the raw model and of every tuned one.
 
-    python examples/finetune_readout.py           # ~4 min on 2 cores
+    python examples/finetune_readout.py           # ~5-6 min on 2 cores
     python examples/finetune_readout.py -o DIR    # keep the models, JSON and figure
 
 The figure ``DIR/tradeoff.png`` (model error vs equivariance error, one marker

@@ -244,7 +244,7 @@ def test_pet_checkpoint_round_trip(tmp_path, pet_checkpoint):
 
 
 @pytest.mark.slow
-def test_cli_finetune(tmp_path, pet_checkpoint):
+def test_cli_finetune(tmp_path, pet_checkpoint, capsys):
     import ase.io
 
     from symmd.cli import main
@@ -256,6 +256,14 @@ def test_cli_finetune(tmp_path, pet_checkpoint):
     assert main([*args, "--gamma", "0", "1", "--epochs", "1", "--degree", "2", "--quiet"]) == 0
     assert (out / "tradeoff.png").exists()
     assert (out / "gamma_1" / "model.pt").exists()
+    printed = capsys.readouterr().out
+    assert "   gamma  E MAE meV/at" in printed and f"wrote {out}/summary.json" in printed
     plain = ["finetune", pet_checkpoint, "--train", str(tmp_path / "plain.extxyz"), "-o", str(out)]
     assert main([*plain, "--gamma", "1"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "symmd finetune: error: the training set has no energy labels"
+    )
     assert main([*args, "--gamma", "-1"]) == 2
+    assert capsys.readouterr().err == (
+        "symmd finetune: error: gamma must be a number >= 0 (or a list of them), got -1.0\n"
+    )
