@@ -267,3 +267,47 @@ def test_cli_finetune(tmp_path, pet_checkpoint, capsys):
     assert capsys.readouterr().err == (
         "symmd finetune: error: gamma must be a number >= 0 (or a list of them), got -1.0\n"
     )
+
+
+class NCToy(PairToy):
+    """PairToy plus a non-conservative force output: ``radial`` times the
+    position relative to the centroid (equivariant) plus ``field`` along the lab
+    z axis (breaks O(3))."""
+
+    extra_outputs = {"non_conservative_force": "vector"}
+
+    def __init__(self):
+        super().__init__(breaking=0.0)
+        self.radial = torch.nn.Parameter(torch.tensor(0.3, dtype=torch.float64))
+        self.field = torch.nn.Parameter(torch.tensor(0.2, dtype=torch.float64))
+
+    def forward(self, positions, types, cell, pbc, system_index):
+        out = super().forward(positions, types, cell, pbc, system_index)
+        count = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(
+            0, system_index, torch.ones_like(positions[:, 0])
+        )
+        centroid = torch.zeros_like(cell[:, 0]).index_add(0, system_index, positions)
+        relative = positions - (centroid / count[:, None])[system_index]
+        lab_z = torch.tensor([0.0, 0.0, 1.0], dtype=positions.dtype)
+        out["non_conservative_force"] = self.radial * relative + self.field * lab_z
+        return out
+
+
+def test_non_conservative_outputs_enter_the_penalty():
+    result = symmd.finetune(
+        NCToy(),
+        clusters(4),
+        gamma=1000.0,
+        trainable=["radial", "field"],
+        epochs=30,
+        lr=0.01,
+        batch_size=2,
+        seed=0,
+        degree=2,
+        progress=False,
+    )
+    measured = result.metrics["metrics"]
+    assert set(measured) >= {"energy", "forces", "non_conservative_force"}
+    assert "mae" in measured["non_conservative_force"]  # against the force labels
+    assert abs(float(result.model.field)) < 0.02  # from 0.2
+    assert measured["forces"]["A_rms"] < 1e-12  # the conservative part is exact
