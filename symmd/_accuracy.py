@@ -9,10 +9,9 @@ of the raw model is the squared error of the averaged model plus
 :math:`A^2`, so :math:`A` is a lower bound of the model error's
 orientation-dependent part.
 
-Labels are read, in order, from the structure's calculator results (what
-``ase.io.read`` gives for an extxyz file with ``energy``/``forces``/``stress``
-columns) and from ``atoms.info["energy"]``, ``atoms.arrays["forces"]``,
-``atoms.info["stress"]`` (the names metatrain reads by default).
+Labels are read by :func:`symmd._labels.labels_of` (calculator results as
+``ase.io.read`` gives them for an extxyz file, else the ``info``/``arrays``
+names metatrain reads by default).
 """
 
 from __future__ import annotations
@@ -23,31 +22,14 @@ from typing import Optional
 import ase
 import numpy as np
 import torch
-from ase.stress import voigt_6_to_full_3x3_stress
 
+from ._labels import labels_of
 from .models import Adapter, evaluate_rotated
 
-__all__ = ["LABELLED", "compare", "model_errors", "reference_labels"]
+__all__ = ["LABELLED", "compare", "model_errors"]
 
 #: outputs whose labels are read, with the shape of one structure's label
 LABELLED = ("energy", "forces", "stress")
-
-
-def reference_labels(atoms: ase.Atoms) -> dict[str, np.ndarray]:
-    """Reference ``energy`` (eV, 0-d), ``forces`` (``[N, 3]`` eV/A) and
-    ``stress`` (``[3, 3]`` eV/A^3, ASE sign) found on ``atoms`` (see the
-    module docstring for where); only those present."""
-    found: dict[str, np.ndarray] = {}
-    results = getattr(atoms.calc, "results", None) or {}
-    sources = (results, atoms.info, atoms.arrays)
-    for name in LABELLED:
-        for source in sources:
-            if name in source and source[name] is not None:
-                found[name] = np.asarray(source[name], dtype=np.float64)
-                break
-    if "stress" in found and found["stress"].shape == (6,):
-        found["stress"] = voigt_6_to_full_3x3_stress(found["stress"])
-    return found
 
 
 def model_errors(
@@ -59,7 +41,7 @@ def model_errors(
     """Absolute error of the raw model against the labels, per sample:
     ``energy [S]``, ``forces [N_total]``, ``stress [S]``, for the outputs in
     ``properties`` that every frame labels. Empty when a frame has none."""
-    labels = [reference_labels(frame) for frame in frames]
+    labels = [labels_of(frame) for frame in frames]
     names = [p for p in LABELLED if p in properties and all(p in lab for lab in labels)]
     if not names:
         return {}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["error_figure", "pyplot", "spectrum_figure", "training_figure"]
+__all__ = ["error_figure", "pyplot", "spectrum_figure", "tradeoff_figure", "training_figure"]
 
 _FLOOR = 1e-16  # log-scale floor for exactly-zero sectors
 
@@ -199,4 +199,44 @@ def training_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def tradeoff_figure(runs: Sequence[dict], path) -> None:
+    """The model error (x, held-out MAE) against the equivariance error
+    (y, A rms) of every output, one marker per fine-tuning ``gamma``,
+    coloured by gamma, log axes (arXiv 2603.24638, Fig. 5).
+
+    ``runs``: the ``result.json`` contents of :func:`symmd.finetune`.
+    """
+    plt = pyplot()
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    names = [n for n in runs[0]["metrics"] if isinstance(runs[0]["metrics"][n], dict)]
+    names = [n for n in names if "mae" in runs[0]["metrics"][n]]
+    rows, columns = _grid(max(1, len(names)), 3)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.4 * rows), squeeze=False)
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(runs)))
+    for ax, name in zip(axes.flat, names):
+        key = "A_per_atom_rms" if name == "energy" else "A_rms"
+        x = [max(r["metrics"][name]["mae"], _FLOOR) for r in runs]
+        y = [max(r["metrics"][name][key], _FLOOR) for r in runs]
+        ax.plot(x, y, "-", color="0.7", lw=0.8, zorder=1)
+        for xi, yi, color, run in zip(x, y, colors, runs):
+            ax.scatter(xi, yi, color=color, s=36, zorder=2, label=f"gamma = {run['gamma']:g}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # 1, 2, 5 per decade, plain numbers
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.set_minor_formatter(NullFormatter())
+        unit = "eV/atom" if name == "energy" else ("eV/A^3" if "stress" in name else "eV/A")
+        ax.set_xlabel(f"model error: MAE ({unit})")
+        ax.set_ylabel(f"equivariance error A ({unit})")
+        ax.set_title(_label(name))
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -20,6 +20,7 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
         ("diagnose_model.py", "wrote diagnose_model.json"),
         ("adaptive_md.py", "final mode"),
         ("phonons.py", "TA split at X"),
+        ("finetune_readout.py", "tuned, gamma=10 "),
     ],
 )
 def test_example_runs(name, expected, tmp_path):
