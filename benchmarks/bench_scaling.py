@@ -15,7 +15,7 @@ degrees 3, 5 and 7, one energy+forces+stress call of
 is timed. Each case runs in its own process (so that its peak memory can be
 read): the models are warmed up with 3 raw calls each (TorchScript settles
 after ~3 runs of a graph, whatever the batch shape), then each method is
-called ``--repeats`` times, interleaved (raw, symmd, peer), medians reported.
+called ``--repeats`` times, interleaved (5 raw calls, symmd, peer), medians reported.
 Peak memory is the increase of the process's peak RSS (``getrusage``) over
 its value after the warm-up, read after the first symmd call and after the
 first peer call (so the peer's figure is exact only when it exceeds
@@ -27,11 +27,15 @@ and peer time / symmd time >= 0.8 x (peer copies / symmd copies).
     python benchmarks/bench_scaling.py [--threads 2] [--repeats 3]
         [--sizes 32 108 256] [--degrees 3 5 7] [--max-peer-seconds 40]
         [--model pet-emt-cual|pet-default|PATH.pt] [--no-peer] [--json PATH]
+    python benchmarks/bench_scaling.py --chunk-scan [--model ...] [--sizes ...]
 
 ``--model pet-default`` builds an untrained metatrain PET with the default
 hyper-parameters (d_pet 128, 8 heads; ~10x the shipped model's cost per
 atom), seeded, exported to a temporary file. The peer is skipped where its
 estimated time per call (copies x raw time) exceeds ``--max-peer-seconds``.
+``--chunk-scan`` instead times, with 1 thread and process CPU time, one
+model call per chunk of 32 to 2048 atoms' worth of copies, the measurement
+behind the CPU default of ``symmd.models.chunk_plan``.
 """
 
 from __future__ import annotations
@@ -137,7 +141,7 @@ def run_case(args) -> dict:
     times: dict[str, list] = {"raw": [], "symmd": [], "peer": []}
     baseline = peak_rss_mib()
     for i in range(args.repeats):
-        times["raw"].append(call(raw))
+        times["raw"] += [call(raw) for _ in range(5)]  # cheap: 5 per round against noise
         times["symmd"].append(call(average))
         if i == 0:
             out["symmd_peak_mib"] = peak_rss_mib() - baseline
@@ -160,6 +164,37 @@ def run_case(args) -> dict:
     return out
 
 
+def chunk_scan(path: str, sizes, repeats: int) -> dict:
+    """Process CPU time per copy against copies per call (1 thread), for the
+    default-chunk choice: ``{n_atoms: {copies_per_call: seconds per copy}}``."""
+    import torch
+
+    from symmd import models, o3
+
+    torch.set_num_threads(1)
+    adapter = models.load(path)
+    scan: dict = {}
+    for n_atoms in sizes:
+        atoms = make_cell(n_atoms)
+        chunks = sorted({max(1, a // n_atoms) for a in (32, 64, 128, 256, 512, 1024, 2048)})
+        seconds: dict = {b: [] for b in chunks}
+        for i in range(repeats + 2):  # the first two rounds warm TorchScript up
+            for b in chunks:
+                rot = o3.haar(b, seed=i, inversion=False).rotations
+                start = time.process_time()
+                models.evaluate_rotated(adapter, atoms, rot, PROPS, batch_size=b)
+                if i >= 2:
+                    seconds[b].append((time.process_time() - start) / b)
+        scan[n_atoms] = {b: statistics.median(v) for b, v in seconds.items()}
+        for b, t in scan[n_atoms].items():
+            print(
+                f"{n_atoms:>5} atoms x {b:>3} = {n_atoms * b:>5} atoms/call: "
+                f"{1e3 * t:7.1f} ms per copy, {t / scan[n_atoms][1]:.2f}x one copy per call",
+                flush=True,
+            )
+    return scan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -170,6 +205,9 @@ def main() -> None:
     parser.add_argument("--model", default="pet-emt-cual")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--chunk-scan", action="store_true", help="time per copy against copies per call"
+    )
     parser.add_argument("--case", type=int, nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -186,6 +224,12 @@ def main() -> None:
         path = args.model
     else:
         path = models.shipped_model(args.model)
+    if args.chunk_scan:
+        scan = chunk_scan(path, args.sizes, args.repeats)
+        json_path = pathlib.Path(args.json or RESULTS / f"bench_scaling_chunks_{args.model}.json")
+        json_path.write_text(json.dumps({"model": args.model, "seconds_per_copy": scan}, indent=1))
+        print(f"wrote {json_path}")
+        return
     print(
         f"model {args.model}, {args.threads} threads, {args.repeats} repeats, "
         f"cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}",
