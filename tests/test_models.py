@@ -213,6 +213,55 @@ def test_one_model_call_per_chunk(toy):
     assert models.chunk_plan(50, 32, torch.device("cpu"), 20) == [17, 17, 16]
 
 
+@pytest.mark.parametrize("n_copies", [1, 47, 48, 120, 416])
+@pytest.mark.parametrize("atoms_pairs", [(8, 0), (32, 900), (108, 3000), (256, 7100), (2000, 0)])
+@pytest.mark.parametrize("batch_size", [None, 1, 20])
+def test_chunk_plan_spreads_copies_evenly_within_the_bounds(n_copies, atoms_pairs, batch_size):
+    from symmd.models._engine import CPU_ATOMS_PER_CALL, CPU_PAIRS_PER_CALL
+
+    n_atoms, n_pairs = atoms_pairs
+    plan = models.chunk_plan(n_copies, n_atoms, torch.device("cpu"), batch_size, n_pairs)
+    if batch_size is None:
+        bound = CPU_ATOMS_PER_CALL // n_atoms
+        if n_pairs:
+            bound = min(bound, CPU_PAIRS_PER_CALL // n_pairs)
+        bound = max(1, bound)
+    else:
+        bound = batch_size
+    assert sum(plan) == n_copies and max(plan) - min(plan) <= 1 and max(plan) <= bound
+    assert len(plan) == -(-n_copies // bound)  # the fewest calls within the bound
+    # at least one copy per call, however large the structure
+    assert min(plan) >= 1
+    # an accelerator takes every copy at once unless batch_size bounds it
+    gpu = models.chunk_plan(n_copies, n_atoms, torch.device("cuda"), batch_size, n_pairs)
+    assert gpu == ([n_copies] if batch_size is None else plan)
+
+
+def test_default_cpu_chunks_follow_the_pair_count_of_the_structure(toy):
+    calls = []
+    adapter = models.load(toy)
+    original = adapter.__call__
+
+    class Counting(models.MetatomicAdapter):
+        def __call__(self, batch, properties):
+            calls.append((len(batch.n_atoms), sum(len(p[0]) for p in batch.pairs.values())))
+            return original(batch, properties)
+
+    counting = Counting.__new__(Counting)
+    counting.__dict__.update(adapter.__dict__)
+    # 32 atoms: 256 // 32 = 8 copies per call by atoms; squeezed to 60 % of its
+    # size the cell has 4.6x the pairs, so that the pair bound decides
+    dense = cual_cell()
+    dense.set_cell(dense.cell.array * 0.6, scale_atoms=True)
+    for atoms, expected in ((cual_cell(), [8] * 6), (dense, [5] * 8 + [4] * 2)):
+        calls.clear()
+        out = models.evaluate_rotated(counting, atoms, o3.quadrature(3), ("energy", "forces"))
+        pairs = sum(int(p.counts.sum()) for p in out.pairs.values())
+        assert [c for c, _ in calls] == out.plan == expected
+        assert out.plan == models.chunk_plan(48, len(atoms), torch.device("cpu"), None, pairs)
+        assert all(n_pairs == copies * pairs for copies, n_pairs in calls)
+
+
 def test_evaluate_rotated_needs_an_adapter(toy):
     with pytest.raises(TypeError) as info:
         models.evaluate_rotated(toy, cual_cell(), torch.eye(3))

@@ -9,7 +9,7 @@ copy index :math:`c = k S + s`:
    :math:`(r_j - r_i + S h) R_k^T`;
 2. copies are built with tensor ops (gathers and one einsum), in float64, then
    cast to the model's dtype on its device;
-3. copies are evaluated in chunks of at most ``batch_size``, one model call and
+3. copies are evaluated in nearly equal chunks (:func:`chunk_plan`), one model call and
    one backward pass per chunk. Forces are :math:`-\partial E / \partial r`;
    stress is :math:`V^{-1} \partial E / \partial \epsilon` at
    :math:`\epsilon = 0` for a homogeneous strain
@@ -53,7 +53,16 @@ __all__ = ["PROPERTIES", "PROPERTY_KINDS", "chunk_plan", "evaluate_rotated"]
 PROPERTIES = ("energy", "energies", "forces", "stress")
 #: how each physical property transforms (see :mod:`symmd.metrics`)
 PROPERTY_KINDS = {"energy": "scalar", "energies": "scalar", "forces": "vector", "stress": "rank2"}
-CPU_ATOMS_PER_CALL = 1024
+#: CPU bounds on one model call (``batch_size=None``), chosen from measurement
+#: (benchmarks/README.md, "Scaling with size and degree"): past a few hundred
+#: atoms per call the per-copy cost of a PET grows (1.4x at 1024 atoms for a
+#: default-size PET) as its activations outgrow the caches, while one copy per
+#: call costs the same as a raw evaluation. The pair bound (``neighbour pairs``
+#: of all requested lists, about 28 per atom for fcc at 4.5 A) shrinks the
+#: chunks of models with denser neighbourhoods, whose activations per atom are
+#: larger.
+CPU_ATOMS_PER_CALL = 256
+CPU_PAIRS_PER_CALL = 8192
 
 
 def _expand(counts: torch.Tensor, offsets: torch.Tensor, structure_of_copy: torch.Tensor):
@@ -81,21 +90,35 @@ def _as_rotations(rotations) -> torch.Tensor:
 
 
 def chunk_plan(
-    n_copies: int, max_atoms: int, device: torch.device, batch_size: Optional[int]
+    n_copies: int,
+    max_atoms: int,
+    device: torch.device,
+    batch_size: Optional[int],
+    max_pairs: int = 0,
 ) -> list[int]:
     """Sizes of the successive model calls for ``n_copies`` rotated copies.
 
     At most ``batch_size`` copies per call; ``None``: all of them on an
-    accelerator, about ``CPU_ATOMS_PER_CALL`` atoms' worth on the CPU. The
-    copies are spread evenly over the fewest calls that respect that bound
-    (sizes differ by at most one), so that every call has nearly the same
-    shape. Layer capture and any other consumer of the per-call layout read
-    it from here.
+    accelerator; on the CPU as many as keep a call within
+    ``CPU_ATOMS_PER_CALL`` atoms and ``CPU_PAIRS_PER_CALL`` neighbour pairs
+    (``max_atoms`` and ``max_pairs``: the most atoms and pairs of one copy),
+    and at least one. The copies are spread evenly over the fewest calls that
+    respect that bound (sizes differ by at most one), so that every call has
+    nearly the same shape; differing by one copy costs nothing measurable once
+    TorchScript has warmed up (it switches to dynamic shapes). Layer capture
+    and any other consumer of the per-call layout read it from here.
     """
     if batch_size is None:
-        batch_size = (
-            max(1, CPU_ATOMS_PER_CALL // max(1, max_atoms)) if device.type == "cpu" else n_copies
-        )
+        if device.type == "cpu":
+            batch_size = max(
+                1,
+                min(
+                    CPU_ATOMS_PER_CALL // max(1, max_atoms),
+                    CPU_PAIRS_PER_CALL // max_pairs if max_pairs > 0 else n_copies,
+                ),
+            )
+        else:
+            batch_size = n_copies
     n_calls = max(1, -(-n_copies // batch_size))
     base, extra = divmod(n_copies, n_calls)
     return [base + 1] * extra + [base] * (n_calls - extra)
@@ -141,9 +164,10 @@ def evaluate_rotated(
     properties: among ``energy``, ``energies``, ``forces``, ``stress`` and
         the extra outputs the model declares (``adapter.declared_outputs()``).
     batch_size: the most rotated copies per model call. ``None``: all copies
-        at once on an accelerator; on CPU, chunks of about
-        ``CPU_ATOMS_PER_CALL`` atoms, which measured faster on CPU than one
-        huge batch (``benchmarks/bench_batched.py``) and bounds the memory.
+        at once on an accelerator; on CPU, chunks of at most about
+        ``CPU_ATOMS_PER_CALL`` atoms and ``CPU_PAIRS_PER_CALL`` neighbour
+        pairs (see :func:`chunk_plan`; measured in
+        ``benchmarks/bench_scaling.py``), which also bounds the memory.
     differentiable: keep the autograd graph of the responses with respect to
         the model's parameters (forces and stress with ``create_graph=True``,
         so that a loss on them can be back-propagated: a double backward).
@@ -181,7 +205,8 @@ def evaluate_rotated(
         for request in adapter.neighbor_requests()
     }
     n_copies = len(rot) * structures.n_systems
-    plan = chunk_plan(n_copies, int(structures.n_atoms.max()), device, batch_size)
+    max_pairs = int(sum(p.counts for p in pairs.values()).max()) if pairs else 0
+    plan = chunk_plan(n_copies, int(structures.n_atoms.max()), device, batch_size, max_pairs)
     results: dict[str, list] = {}
     kinds: dict[str, tuple[str, bool]] = {}
     start = 0
