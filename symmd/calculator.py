@@ -10,8 +10,12 @@ For a model :math:`f` and a quadrature :math:`\{g_k, w_k\}` (matrices
 
 which is exactly O(3)-equivariant when the rule is exact for the model's
 angular content. For a conservative model the averaged forces are minus the
-gradient of the averaged energy (the average is linear), and the spread of the
-back-rotated outputs gives the equivariance errors :math:`A` at no extra cost.
+gradient of the averaged energy (the average is linear). The spread of the
+back-rotated outputs over the same copies gives the equivariance errors
+:math:`A` at no extra cost; since :math:`A^2` is a second moment, a rule of
+degree :math:`L` gives it exactly only for responses band-limited to
+:math:`\lfloor L/2 \rfloor` (``equivariance_error_exact_lambda`` in the
+results); a :class:`~symmd.Monitor` estimates it without bias in every mode.
 ``"project"`` applies :mod:`symmd.projection` to the raw outputs.
 ``"adaptive"`` is raw until the monitor flags a step, then averaged.
 ``quadrature="auto"`` picks, at the first averaged call, the smallest rule
@@ -26,7 +30,7 @@ Units and signs follow ASE: eV, eV/A, eV/A^3 (stress in Voigt order
 from __future__ import annotations
 
 import logging
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -34,15 +38,22 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from . import metrics, o3
-from .models import evaluate_rotated, load
+from ._kwargs import check_keywords
+from .errors import InstabilityError
+from .models import Responses, evaluate_rotated, load
+from .monitor import Monitor, Observation
 from .projection import project_forces, symmetrize_stress
 from .recommend import check_tolerance, recommend_quadrature
 
-__all__ = ["SymmetryCalculator", "MODES"]
+__all__ = ["MODES", "SymmetryCalculator"]
 
 _LOG = logging.getLogger("symmd")
 
 MODES = ("none", "project", "average", "adaptive")
+#: keywords of ase's Calculator that SymmetryCalculator passes on
+_ASE_KEYWORDS = ("restart", "ignore_bad_restart_file", "label", "atoms", "directory")
+#: per-call cost assumed in the refusal message of oversized rules (s per copy per atom)
+_SECONDS_PER_COPY_ATOM = 2e-4
 
 
 class SymmetryCalculator(Calculator):
@@ -63,48 +74,70 @@ class SymmetryCalculator(Calculator):
         ``"forces"`` (eV/A), ``"energy"`` (eV), ``"stress"`` (eV/A^3).
     reorient: draw a new random global orientation of the quadrature at every
         call (seeded by ``seed``), turning its residual bias into noise.
-    monitor: a :class:`symmd.Monitor`, driven by this calculator.
-    batch_size: the most rotated copies per model call (``None``: all).
+    monitor: a :class:`symmd.Monitor`, driven by this calculator. With
+        ``symmetrize="adaptive"`` and no monitor, ``Monitor(seed=seed)`` is
+        made. In adaptive mode the first flag switches to averaging whatever
+        the monitor's action; the action (warn, raise, callable) still runs
+        on flags that persist while averaging.
+    batch_size: the most rotated copies per model call (``None``: chosen by
+        :func:`symmd.models.chunk_plan`).
+    max_copies: refuse rules with more rotated copies than this (default
+        5000, about an hour per step for a few hundred atoms on a CPU);
+        ``None`` allows any size.
     device, dtype, non_conservative: passed to :func:`symmd.models.load`.
     seed: seeds ``reorient`` (and the monitor, if it has no seed of its own).
     mirror_to_atoms: also store the diagnostics in ``atoms.info`` and
         ``atoms.arrays`` so that they survive in extxyz trajectories.
 
     ``results`` hold ``energy``, ``free_energy``, ``forces``, ``stress`` (fully
-    periodic structures only), ``energies`` when asked for, and, whenever they
-    were computed for the call, ``equivariance_error_energy`` (eV),
-    ``equivariance_error_forces`` (``[N]``, eV/A), ``equivariance_error_stress``
-    (eV/A^3).
+    periodic structures only, Voigt), ``energies`` when asked for, and
+    whenever they were computed for the call: ``equivariance_error_energy``
+    (eV), ``equivariance_error_forces`` (``[N]``, eV/A),
+    ``equivariance_error_stress`` (eV/A^3) and
+    ``equivariance_error_exact_lambda`` (averaged calls: the errors are exact
+    for responses band-limited to this order), and, for periodic
+    structures, ``stress_antisymmetric`` (eV/A^3, Frobenius norm of
+    :math:`(S - S^T)/2` before the Voigt form drops it; zero for an
+    invariant model). For unchanged positions, later requests (e.g.
+    ``energies``) never change the values already returned.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(
         self,
-        model,
+        model: Any,
         *,
         symmetrize: str = "none",
         quadrature: Union[o3.Quadrature, int, str] = 3,
         tolerance: Union[float, dict] = 1e-3,
         reorient: bool = False,
-        monitor=None,
+        monitor: Optional[Monitor] = None,
         batch_size: Optional[int] = None,
-        device=None,
+        max_copies: Optional[int] = 5000,
+        device: Any = None,
         dtype: Optional[torch.dtype] = None,
         non_conservative: bool = False,
         seed: Optional[int] = None,
         mirror_to_atoms: bool = False,
-        **kwargs,
+        **kwargs: Any,
     ):
+        check_keywords(kwargs, SymmetryCalculator.__init__, "SymmetryCalculator", _ASE_KEYWORDS)
         super().__init__(**kwargs)
         if symmetrize not in MODES:
             raise ValueError(f"symmetrize must be one of {list(MODES)}, got {symmetrize!r}")
-        self.recommendation = None
+        if max_copies is not None and (
+            isinstance(max_copies, bool) or not isinstance(max_copies, int) or max_copies < 1
+        ):
+            raise ValueError(f"max_copies must be a positive int or None, got {max_copies!r}")
+        self.max_copies = max_copies
+        self.recommendation: Any = None
         self.tolerance = tolerance
+        self.quadrature: Optional[o3.Quadrature]
         if isinstance(quadrature, o3.Quadrature):
-            self.quadrature = quadrature
+            self.quadrature = self._check_size(quadrature)
         elif isinstance(quadrature, (int, np.integer)) and not isinstance(quadrature, bool):
-            self.quadrature = o3.quadrature(int(quadrature))
+            self.quadrature = self._check_size(o3.quadrature(int(quadrature)))
         elif quadrature == "auto":
             self.quadrature = None  # chosen at the first averaged call
             check_tolerance(tolerance)
@@ -112,7 +145,9 @@ class SymmetryCalculator(Calculator):
             raise TypeError(
                 f"quadrature must be a symmd.o3.Quadrature, an int degree or 'auto', got {quadrature!r}"
             )
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
         self.model = load(model, device=device, dtype=dtype, non_conservative=non_conservative)
         self.symmetrize = symmetrize
@@ -125,15 +160,28 @@ class SymmetryCalculator(Calculator):
         self.n_calls = 0
         self.switches: list[dict] = []
         if monitor is None and symmetrize == "adaptive":
-            from .monitor import Monitor
-
-            monitor = Monitor(action="symmetrize", seed=seed)
+            monitor = Monitor(seed=seed)
+        if monitor is not None and not isinstance(monitor, Monitor):
+            raise TypeError(
+                f"monitor must be a symmd.Monitor or None, got {type(monitor).__name__}"
+            )
         self.monitor = monitor
         if monitor is not None:
-            monitor.attach(self)
+            monitor.attach(seed)
+
+    def _check_size(self, q: o3.Quadrature, n_atoms: Optional[int] = None) -> o3.Quadrature:
+        if self.max_copies is not None and len(q) > self.max_copies:
+            atoms = n_atoms or 100
+            cost = len(q) * atoms * _SECONDS_PER_COPY_ATOM
+            raise ValueError(
+                f"the quadrature {q.name!r} has {len(q)} rotated copies, more than "
+                f"max_copies={self.max_copies} (roughly {cost:.0f} s per step for {atoms} atoms "
+                "on a CPU); lower the degree, or pass max_copies=None to allow it"
+            )
+        return q
 
     # -- evaluation ------------------------------------------------------
-    def evaluate(self, atoms, rotations, properties) -> dict[str, torch.Tensor]:
+    def evaluate(self, atoms, rotations, properties) -> Responses:
         """Responses of the wrapped model for rotated copies of ``atoms``
         (see :func:`symmd.models.evaluate_rotated`)."""
         return evaluate_rotated(self.model, atoms, rotations, properties, self.batch_size)
@@ -148,7 +196,7 @@ class SymmetryCalculator(Calculator):
         props = ["energy", "forces"] + (["stress"] if periodic else [])
         return tuple(props + (["energies"] if "energies" in properties else []))
 
-    def _raw(self, atoms, props) -> dict[str, np.ndarray]:
+    def _raw(self, atoms, props) -> dict:
         out = self.evaluate(atoms, torch.eye(3, dtype=torch.float64), props)
         return {key: value[0].cpu().numpy() for key, value in out.items()}
 
@@ -161,49 +209,71 @@ class SymmetryCalculator(Calculator):
         rec = recommend_quadrature(
             self.model, atoms, tolerance, reorient=self.reorient, batch_size=self.batch_size
         )
-        self.recommendation, self.quadrature = rec, rec.quadrature
+        self.recommendation, self.quadrature = rec, self._check_size(rec.quadrature, len(atoms))
         _LOG.info("symmd: quadrature='auto' chose %s", rec)
         return rec.quadrature
 
-    def _average(self, atoms, props) -> dict[str, np.ndarray]:
-        if self.quadrature is None:
-            self.choose_quadrature(atoms)
-        q = self.quadrature
+    def _average(self, atoms, props) -> dict:
+        q = self.quadrature if self.quadrature is not None else self.choose_quadrature(atoms)
         if self.reorient:
             from scipy.spatial.transform import Rotation
 
             q = q.reoriented(torch.from_numpy(Rotation.random(random_state=self.rng).as_matrix()))
         out = self.evaluate(atoms, q, props)
-        results, errors = {}, {}
+        results: dict = {}
         for key, value in out.items():
             twirl, error = metrics.twirl_and_error(value, q, out.kinds[key])
             results[key] = twirl.cpu().numpy()
             if key != "energies":
-                errors[f"equivariance_error_{key}"] = error.cpu().numpy()
-        results.update({k: (float(v) if v.ndim == 0 else v) for k, v in errors.items()})
+                err = error.cpu().numpy()
+                results[f"equivariance_error_{key}"] = float(err) if err.ndim == 0 else err
+        if q.degree is not None:
+            results["equivariance_error_exact_lambda"] = q.degree // 2
         return results
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         """Fill ``self.results`` for ``atoms`` in the current mode."""
+        previous = dict(self.results) if not system_changes else {}
         super().calculate(atoms, properties, system_changes)
         props = self._properties(self.atoms, properties)
-        self.n_calls += 1
-        mode = self.mode
-        self._fill(mode, props)
-        if self.monitor is not None:
-            self.monitor.check(self, self.atoms, props)
-            if self.mode != mode:  # the monitor switched modes: redo this step
-                diagnostics = {
-                    k: v for k, v in self.results.items() if k.startswith("equivariance_error")
-                }
-                self._fill(self.mode, props)
-                for key, value in diagnostics.items():
-                    self.results.setdefault(key, value)
+        if system_changes:  # a new state: one more force evaluation (MD step)
+            self.n_calls += 1
+        self._fill(self.mode, props)
+        if self.monitor is not None and system_changes:
+            self._apply(self.monitor.check(self, self.atoms, props), props)
+        # unchanged positions: keep what was already returned (one value per state)
+        self.results.update({k: v for k, v in previous.items() if k in self.results})
         if self.mirror_to_atoms and atoms is not None:
             self._mirror(atoms)
 
+    def _apply(self, obs: Observation, props) -> None:
+        """Act on what the monitor saw: its estimates go into the results;
+        a requested switch changes the mode (and this step is redone in it);
+        a requested stop raises."""
+        self.results.update(obs.errors)
+        if obs.request == "stop":
+            name, value, limit = obs.flags[0]
+            raise InstabilityError(
+                obs.message,
+                step=obs.step,
+                metric=name,
+                value=value,
+                threshold=limit,
+                last_good=obs.last_good,
+            )
+        if obs.request in ("average", "none") and obs.request != self.mode:
+            reason = obs.message or "calm: relative force error below half the threshold"
+            old = self.mode
+            self.set_mode(obs.request, reason)
+            assert self.monitor is not None
+            self.monitor.record_switch(obs.step, old, obs.request)
+            self._fill(self.mode, props)
+            for key, value in obs.errors.items():
+                self.results.setdefault(key, value)
+
     def _fill(self, mode: str, props) -> None:
         atoms = self.atoms
+        assert atoms is not None
         results = self._average(atoms, props) if mode == "average" else self._raw(atoms, props)
         if mode == "project":
             results["forces"] = project_forces(
@@ -212,18 +282,20 @@ class SymmetryCalculator(Calculator):
         energy = float(results.pop("energy"))
         self.results = {"energy": energy, "free_energy": energy, "forces": results.pop("forces")}
         if "stress" in results:
-            self.results["stress"] = full_3x3_to_voigt_6_stress(
-                symmetrize_stress(results.pop("stress"))
-            )
+            stress = results.pop("stress")
+            antisymmetric = (stress - stress.T) / 2
+            self.results["stress_antisymmetric"] = float(np.linalg.norm(antisymmetric))
+            self.results["stress"] = full_3x3_to_voigt_6_stress(symmetrize_stress(stress))
         self.results.update(results)
 
     # -- adaptive switching ---------------------------------------------
     def set_mode(self, mode: str, reason: str = "") -> None:
         """Switch between ``"none"``/``"project"`` and ``"average"`` from the next
-        evaluation on (the monitor calls this); every switch is recorded in
-        ``self.switches`` (and in the monitor's log)."""
+        evaluation on; every switch is recorded in ``self.switches``."""
         if mode not in ("none", "project", "average"):
             raise ValueError(f"mode must be 'none', 'project' or 'average', got {mode!r}")
+        if mode == "average" and self.quadrature is not None:
+            self._check_size(self.quadrature)
         if mode != self.mode:
             self.switches.append(
                 {"call": self.n_calls, "from": self.mode, "to": mode, "reason": reason}

@@ -1,4 +1,4 @@
-r"""Equivariance error and physical sanity during MD, with reactions.
+r"""Equivariance error and physical sanity during MD: the monitor observes.
 
 At every ``every``-th force evaluation of its :class:`~symmd.SymmetryCalculator`
 (starting with the first) the monitor draws ``m = rotations`` Haar-random
@@ -7,13 +7,14 @@ O(3) elements :math:`g_j` and evaluates them in one batched call. With
 
 .. math:: \widehat{A^2} = \frac{1}{m - 1} \sum_j \|z_j - \bar z\|^2
 
-is an unbiased estimate of :math:`A^2` (the unrotated evaluation is left out:
-it would bias the estimate upwards by :math:`\|z(e) - \Pi\|^2`). Its standard
-error is the Gaussian estimate
+is an unbiased estimate of :math:`A^2` (:func:`symmd.metrics.sample_error`;
+the unrotated evaluation is left out: it would bias the estimate upwards by
+:math:`\|z(e) - \Pi\|^2`). Its standard error is the Gaussian estimate
 :math:`\widehat{A^2} \sqrt{2 / ((m - 1) n_c)}` with :math:`n_c` the number of
 scalar components (1 for the energy, :math:`3N` for the forces, 9 for the
-stress). In ``"average"`` mode the quadrature's own errors are used instead
-(no extra evaluation). The force metric is the RMS over atoms,
+stress). The same estimator runs in every mode, "average" included (where the
+rule's own spread is exact only for responses band-limited to half its
+degree). The force metric is the RMS over atoms,
 :math:`A_F = (\frac1N \sum_i A_i^2)^{1/2}`, also relative to the RMS force.
 
 Every step (no model call) it also checks the physics: non-finite values, the
@@ -22,53 +23,84 @@ covalent radii (collapse), the largest force, a temperature jump, and, with
 ``ensemble="nve"``, the drift of the total energy. Thresholds that are not
 given are taken relative to the run's own baseline, the median over the first
 ``baseline`` checks.
+
+A part reports, its owner acts: :meth:`Monitor.check` logs what it saw and
+returns an :class:`Observation` (estimates, flags, the reaction it asks
+for); the calculator applies it (result keys, mode switches, stopping).
+The monitor's own side effects are its log, its ``history``/``events``,
+the warnings of ``action="warn"``, calling a callable action, and writing
+the last good frame when it asks to stop.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import warnings
 from collections.abc import Callable
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 from ase import units
 from ase.data import covalent_radii
 
-from .errors import InstabilityError
+from ._kwargs import check_keywords
 from .metrics import sample_error
 from .o3 import random_o3
 
-__all__ = ["LOG_FIELDS", "InstabilityWarning", "Monitor"]
+__all__ = ["LOG_FIELDS", "InstabilityWarning", "Monitor", "Observation"]
 
 LOG_FIELDS = [
-    "step",
-    "time_fs",
-    "mode",
-    "epot",
-    "ekin",
-    "etot",
-    "temperature",
-    "max_force",
-    "min_distance",
-    "a2_energy",
-    "a2_energy_se",
-    "a2_forces",
-    "a2_forces_se",
-    "a_forces_rms",
-    "a_forces_max",
-    "rel_forces",
-    "a2_stress",
-    "a2_stress_se",
-    "flags",
-]
+    "step", "time_fs", "mode", "epot", "ekin", "etot", "temperature", "max_force",
+    "min_distance", "a2_energy", "a2_energy_se", "a2_forces", "a2_forces_se",
+    "a_forces_rms", "a_forces_max", "rel_forces", "a2_stress", "a2_stress_se", "flags",
+]  # fmt: skip
+#: flags that measure the symmetry itself (averaging cures them)
+EQUIVARIANCE_FLAGS = ("rel_forces", "a_forces_rms", "energy", "stress")
 
 
 class InstabilityWarning(UserWarning):
     """A monitored MD step failed a check with ``action="warn"``."""
+
+
+@dataclasses.dataclass
+class Observation:
+    """What :meth:`Monitor.check` saw at one step, and what it asks for.
+
+    ``row``: the logged fields (:data:`LOG_FIELDS`); ``flags``: ``(metric,
+    value, limit)`` of every failed check; ``errors``: equivariance errors
+    estimated at this step for ``calc.results`` (``equivariance_error_energy``
+    eV, ``..._forces`` ``[N]`` eV/A, ``..._stress`` eV/A^3; empty when not
+    measured); ``message``: one line naming the step, metric and value;
+    ``request``: ``None``, ``"average"`` or ``"none"`` (a mode switch), or
+    ``"stop"``; ``last_good``: the frame file written when stopping.
+    """
+
+    step: int
+    row: dict
+    flags: list
+    errors: dict
+    message: str = ""
+    request: Optional[str] = None
+    last_good: Optional[str] = None
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags)
+
+
+def _free_name(path: str) -> str:
+    """``path`` if it does not exist, else ``stem.1.ext``, ``stem.2.ext``, ..."""
+    if not os.path.exists(path):
+        return path
+    stem, ext = os.path.splitext(path)
+    n = 1
+    while os.path.exists(f"{stem}.{n}{ext}"):
+        n += 1
+    return f"{stem}.{n}{ext}"
 
 
 class Monitor:
@@ -76,26 +108,35 @@ class Monitor:
 
     Parameters
     ----------
-    every: check every ``every``-th force evaluation (the first included).
-    rotations: Haar-random extra evaluations per check (>= 2), one batch.
+    every: estimate the equivariance error every ``every``-th force
+        evaluation (the first included); ``0`` turns the estimate off and
+        keeps the per-step physical checks.
+    rotations: number ``m >= 2`` of Haar-random extra evaluations per
+        estimate, evaluated in one batch.
     threshold: ``None`` (relative to the run's baseline: ``baseline_factor``
         times the baseline median relative force error), a float (relative
         force error :math:`A_F/F_{rms}`), or a dict with any of the keys
         ``rel_forces``, ``a_forces_rms`` (eV/A), ``energy`` (eV), ``stress``
         (eV/A^3), ``max_force`` (eV/A), ``min_distance_factor``,
         ``temperature_factor``, ``energy_drift`` (eV/atom).
-    action: ``"warn"``, ``"raise"`` (:class:`~symmd.InstabilityError`),
-        ``"symmetrize"`` (switch the calculator to ``"average"``) or a callable
-        ``action(monitor, event)``.
-    log: CSV path (one row per check, flushed) or None.
+    action: ``"warn"``, ``"raise"`` (the calculator raises
+        :class:`~symmd.InstabilityError`), ``"symmetrize"`` (the calculator
+        switches to ``"average"``) or a callable ``action(monitor, event)``.
+        With ``symmetrize="adaptive"`` the first flag always switches to
+        averaging; the action then applies to flags that persist while
+        averaging (a collision is not cured by symmetry).
+    log: CSV path (one row per check or flag, flushed) or None.
     seed: seeds the rotations (default: the calculator's seed).
     ensemble: ``"nve"`` turns on the energy-drift check.
     timestep: MD time step in fs, for the ``time_fs`` column.
     last_good: path where the last frame that passed every check is written
-        (extxyz) when ``action="raise"`` stops the run; default
+        (extxyz) when the monitor asks to stop; default
         ``<log>.last_good.extxyz`` when a log is given.
-    back_off: in adaptive use, switch averaging off again after ``patience``
-        checks below half the threshold (hysteresis).
+    back_off: in adaptive use, ask to switch averaging off again after
+        ``patience`` checks below half the threshold (hysteresis).
+    overwrite: replace an existing ``log``; by default an existing file is
+        kept and the log goes to the first free name ``<stem>.<n><ext>``
+        (``monitor.log`` holds the path used).
     """
 
     def __init__(
@@ -114,9 +155,14 @@ class Monitor:
         last_good: Optional[Union[str, os.PathLike]] = None,
         back_off: bool = False,
         patience: int = 5,
+        overwrite: bool = False,
+        **kwargs: Any,
     ):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
+        check_keywords(kwargs, Monitor.__init__, "Monitor")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(
+                f"every must be a non-negative int (0: physical checks only), got {every!r}"
+            )
         if isinstance(rotations, bool) or not isinstance(rotations, int) or rotations < 2:
             raise ValueError(
                 f"rotations must be an int >= 2 (an unbiased variance needs two draws), got {rotations!r}"
@@ -129,6 +175,8 @@ class Monitor:
             raise TypeError(
                 f"threshold must be None, a float or a dict, got {type(threshold).__name__}"
             )
+        if ensemble not in (None, "nve", "langevin", "nvt"):
+            raise ValueError(f"ensemble must be None, 'nve', 'nvt' or 'langevin', got {ensemble!r}")
         self.every, self.rotations, self.action, self.seed = every, rotations, action, seed
         self.thresholds = (
             {"rel_forces": float(threshold)}
@@ -141,31 +189,38 @@ class Monitor:
         self.ensemble, self.timestep = ensemble, timestep
         self.baseline, self.baseline_factor = baseline, baseline_factor
         self.back_off, self.patience = back_off, patience
-        self.log = None if log is None else os.fspath(log)
-        self.last_good_path = (
-            last_good
-            if last_good is not None
-            else (None if log is None else f"{self.log}.last_good.extxyz")
-        )
+        self.overwrite = bool(overwrite)
+        self.log: Optional[str] = None if log is None else os.fspath(log)
+        self._last_good_given = None if last_good is None else os.fspath(last_good)
         self.history: list[dict] = []
         self.events: list[dict] = []
-        self.calc = None
         self.last_good = None
-        self._rng = None
+        self._rng = np.random.default_rng(seed)
+        self._attached = False
         self._window: dict[str, list] = {
-            "rel_forces": [],
-            "max_force": [],
-            "temperature": [],
-            "etot": [],
+            k: [] for k in ("rel_forces", "max_force", "temperature", "etot")
         }
         self._calm = 0
 
+    @property
+    def last_good_path(self) -> Optional[str]:
+        """Where the last good frame is written when the monitor asks to stop."""
+        if self._last_good_given is not None or self.log is None:
+            return self._last_good_given
+        return f"{self.log}.last_good.extxyz"
+
     # -- wiring -----------------------------------------------------------
-    def attach(self, calc) -> None:
-        """Called by the calculator that drives this monitor."""
-        self.calc = calc
-        self._rng = np.random.default_rng(self.seed if self.seed is not None else calc.seed)
+    def attach(self, seed: Optional[int] = None) -> None:
+        """Start a run: seed the draws (``seed`` is the calculator's, used when
+        the monitor has none) and open the log, keeping any existing file
+        unless ``overwrite``. Called once by the calculator that drives it."""
+        if self._attached:
+            raise ValueError("this Monitor already watches a calculator; make one per calculator")
+        self._attached = True
+        self._rng = np.random.default_rng(self.seed if self.seed is not None else seed)
         if self.log is not None:
+            if not self.overwrite:
+                self.log = _free_name(self.log)
             with open(self.log, "w", newline="") as handle:
                 csv.writer(handle).writerow(LOG_FIELDS)
 
@@ -176,50 +231,45 @@ class Monitor:
                 csv.writer(handle).writerow([row.get(k, "") for k in LOG_FIELDS])
                 handle.flush()
 
+    def record_switch(self, step: int, old: str, new: str) -> None:
+        """Log a mode switch the calculator made (one row, flushed)."""
+        time_fs = step * self.timestep if self.timestep is not None else float("nan")
+        self._write(
+            {"step": step, "time_fs": time_fs, "mode": new, "flags": f"switch:{old}->{new}"}
+        )
+        self._calm = 0
+
     # -- measurements -----------------------------------------------------
-    def estimate(self, calc, atoms, props) -> dict:
-        """Unbiased squared equivariance errors and standard errors for this step."""
-        res = calc.results
-        if calc.mode == "average":  # the quadrature already measured A
-            a_f = np.asarray(res["equivariance_error_forces"])
-            row = {
-                "a2_energy": res["equivariance_error_energy"] ** 2,
-                "a2_energy_se": 0.0,
-                "a2_forces": float(np.mean(a_f**2)),
-                "a2_forces_se": 0.0,
-                "a_forces_max": float(a_f.max()),
-            }
-            if "equivariance_error_stress" in res:
-                row.update(a2_stress=res["equivariance_error_stress"] ** 2, a2_stress_se=0.0)
-            return row
+    def estimate(self, calc, atoms, props) -> tuple[dict, dict]:
+        """Unbiased squared equivariance errors with standard errors (the log
+        row) and the per-quantity errors :math:`A` (for ``calc.results``),
+        from ``rotations`` Haar draws evaluated through ``calc.evaluate``."""
         q = random_o3(self.rotations, self._rng)
         keys = [p for p in ("energy", "forces", "stress") if p in props]
         out = calc.evaluate(atoms, q, keys)
-        row = {}
+        row: dict = {}
+        errors: dict = {}
         for key in keys:
             a2, se = sample_error(out[key], q, out.kinds[key])
             if key == "forces":
                 n = a2.shape[0]
+                per_atom = a2.clamp_min(0).sqrt()
                 row.update(
                     a2_forces=float(a2.mean()),
                     a2_forces_se=float(torch.sqrt((se**2).sum()) / n),
-                    a_forces_max=float(a2.clamp_min(0).sqrt().max()),
+                    a_forces_max=float(per_atom.max()),
                 )
+                errors["equivariance_error_forces"] = per_atom.cpu().numpy()
             else:
                 row.update({f"a2_{key}": float(a2), f"a2_{key}_se": float(se)})
-        res["equivariance_error_energy"] = math.sqrt(max(row["a2_energy"], 0.0))
-        res["equivariance_error_forces"] = np.sqrt(
-            np.clip(sample_error(out["forces"], q, "vector")[0].cpu().numpy(), 0, None)
-        )
-        if "a2_stress" in row:
-            res["equivariance_error_stress"] = math.sqrt(max(row["a2_stress"], 0.0))
-        return row
+                errors[f"equivariance_error_{key}"] = math.sqrt(max(float(a2), 0.0))
+        return row, errors
 
-    def _physics(self, calc, atoms) -> dict:
+    def _physics(self, results: dict, atoms) -> dict:
         from vesin import NeighborList
 
-        forces = calc.results["forces"]
-        epot = calc.results["energy"]
+        forces = results["forces"]
+        epot = results["energy"]
         ekin = atoms.get_kinetic_energy()
         n = len(atoms)
         row = {
@@ -231,9 +281,10 @@ class Monitor:
         }
         radii = covalent_radii[atoms.numbers]
         cutoff = 2 * radii.max()  # also logs the nearest-neighbour distance
-        if n > 1 and np.isfinite(atoms.positions).all():
+        cell = atoms.cell.array * atoms.pbc[:, None]  # non-periodic vectors are not used
+        if n > 1:
             i, j, d = NeighborList(cutoff=float(cutoff), full_list=False).compute(
-                atoms.positions, atoms.cell.array, [bool(p) for p in atoms.pbc], quantities="ijd"
+                atoms.positions, cell, [bool(p) for p in atoms.pbc], quantities="ijd"
             )
             ratio = d / (radii[i] + radii[j]) if len(d) else np.array([np.inf])
             row["min_distance"] = float(d[np.argmin(ratio)]) if len(d) else float("inf")
@@ -243,30 +294,32 @@ class Monitor:
         return row
 
     # -- the check -------------------------------------------------------
-    def check(self, calc, atoms, props) -> None:
-        """Run by the calculator after every evaluation."""
+    def check(self, calc, atoms, props) -> Observation:
+        """Observe one evaluation of ``calc`` (its ``results``, ``mode``,
+        ``symmetrize`` and ``n_calls``) on ``atoms``; log it and return an
+        :class:`Observation`. Nothing of the calculator is changed here."""
         step = calc.n_calls - 1
-        row = {
+        results = calc.results
+        row: dict = {
             "step": step,
             "mode": calc.mode,
             "time_fs": step * self.timestep if self.timestep is not None else float("nan"),
         }
-        finite = (
-            all(
-                np.isfinite(np.asarray(v)).all()
-                for k, v in calc.results.items()
-                if k in ("energy", "forces", "stress")
-            )
-            and np.isfinite(atoms.positions).all()
-        )
+        finite = all(
+            np.isfinite(np.asarray(results[k])).all()
+            for k in ("energy", "forces", "stress")
+            if k in results
+        ) and bool(np.isfinite(atoms.positions).all())
         flags = [] if finite else [("non_finite", float("nan"), float("nan"))]
         if finite:
-            row.update(self._physics(calc, atoms))
+            row.update(self._physics(results, atoms))
             flags += self._sanity_flags(row, len(atoms))
-        measured = finite and step % self.every == 0
+        measured = finite and self.every > 0 and step % self.every == 0
+        errors: dict = {}
         if measured:
-            row.update(self.estimate(calc, atoms, props))
-            f_rms = float(np.sqrt(np.mean(np.sum(calc.results["forces"] ** 2, axis=1))))
+            estimate, errors = self.estimate(calc, atoms, props)
+            row.update(estimate)
+            f_rms = float(np.sqrt(np.mean(np.sum(results["forces"] ** 2, axis=1))))
             row["a_forces_rms"] = math.sqrt(max(row["a2_forces"], 0.0))
             row["rel_forces"] = row["a_forces_rms"] / f_rms if f_rms > 0 else 0.0
             flags += self._error_flags(row)
@@ -275,20 +328,28 @@ class Monitor:
         row["flags"] = ";".join(name for name, _, _ in flags)
         if measured or flags:
             self._write(row)
+        obs = Observation(step, row, flags, errors)
         if flags:
-            self._react(step, flags, atoms)
+            self._react(obs, atoms, calc)
         else:
             self.last_good = atoms.copy()
             if measured:
-                self._maybe_back_off(row)
+                obs.request = self._back_off_request(row, calc)
+        return obs
 
-    def _limit(self, key: str):
+    def _limit(self, key: str) -> Optional[float]:
         if key in self.thresholds:
             return self.thresholds[key]
         window = self._window.get(key, [])
         if len(window) < self.baseline:
             return None
         return float(np.median(window))
+
+    def _rel_forces_limit(self) -> Optional[float]:
+        if "rel_forces" in self.thresholds:
+            return self.thresholds["rel_forces"]
+        base = self._limit("rel_forces")
+        return None if base is None else self.baseline_factor * max(base, 1e-3)
 
     def _sanity_flags(self, row: dict, n: int) -> list:
         flags = []
@@ -300,22 +361,11 @@ class Monitor:
         )
         if limit_f is not None and row["max_force"] > limit_f:
             flags.append(("max_force", row["max_force"], limit_f))
-        base_t = (
-            None
-            if len(self._window["temperature"]) < self.baseline
-            else float(np.median(self._window["temperature"]))
-        )
-        if (
-            base_t is not None
-            and row["temperature"] > self.thresholds["temperature_factor"] * base_t + 100.0
-        ):
-            flags.append(
-                (
-                    "temperature",
-                    row["temperature"],
-                    self.thresholds["temperature_factor"] * base_t + 100.0,
-                )
-            )
+        window_t = self._window["temperature"]
+        if len(window_t) >= self.baseline:
+            limit_t = self.thresholds["temperature_factor"] * float(np.median(window_t)) + 100.0
+            if row["temperature"] > limit_t:
+                flags.append(("temperature", row["temperature"], limit_t))
         if self.ensemble == "nve" and self._window["etot"]:
             drift = abs(row["etot"] - self._window["etot"][0]) / n
             if drift > self.thresholds["energy_drift"]:
@@ -324,20 +374,16 @@ class Monitor:
 
     def _error_flags(self, row: dict) -> list:
         flags = []
-        if "rel_forces" in self.thresholds:
-            limit = self.thresholds["rel_forces"]
-        else:
-            base = self._limit("rel_forces")
-            limit = None if base is None else self.baseline_factor * max(base, 1e-3)
+        limit = self._rel_forces_limit()
         if limit is not None and row["rel_forces"] > limit:
             flags.append(("rel_forces", row["rel_forces"], limit))
         for key, metric in (
-            ("a_forces_rms", "a_forces_rms"),
+            ("a_forces_rms", "a2_forces"),
             ("energy", "a2_energy"),
             ("stress", "a2_stress"),
         ):
             if key in self.thresholds and metric in row:
-                value = row[metric] if key == "a_forces_rms" else math.sqrt(max(row[metric], 0.0))
+                value = math.sqrt(max(row[metric], 0.0))
                 if value > self.thresholds[key]:
                     flags.append((key, value, self.thresholds[key]))
         return flags
@@ -348,58 +394,58 @@ class Monitor:
                 self._window[key].append(row[key])
 
     # -- reactions -------------------------------------------------------
-    def _react(self, step: int, flags: list, atoms) -> None:
+    def _message(self, step: int, flags: list) -> str:
         name, value, limit = flags[0]
-        if name == "min_distance":  # a lower bound: value in A, limit is the ratio reached
+        if name == "min_distance":  # value in A; limit holds the ratio reached
             factor = self.thresholds["min_distance_factor"]
-            what = f"{name} = {value:.4g} A is below {factor:g} x the sum of covalent radii (ratio {limit:.3g})"
+            what = (
+                f"min_distance = {value:.4g} A is a collision: {limit:.4f} x the sum of covalent "
+                f"radii, below the limit {factor:g}"
+            )
+        elif name == "non_finite":
+            what = "non-finite positions, energy, forces or stress"
         else:
             what = f"{name} = {value:.4g} exceeds its limit {limit:.4g}"
-        message = f"step {step}: {what}" + (
-            f" (also: {', '.join(f[0] for f in flags[1:])})" if len(flags) > 1 else ""
-        )
+        others = f" (also: {', '.join(f[0] for f in flags[1:])})" if len(flags) > 1 else ""
+        return f"step {step}: {what}{others}"
+
+    def _react(self, obs: Observation, atoms, calc) -> None:
+        name, value, limit = obs.flags[0]
+        obs.message = self._message(obs.step, obs.flags)
         event = {
-            "step": step,
+            "step": obs.step,
             "metric": name,
             "value": value,
             "threshold": limit,
-            "flags": [f[0] for f in flags],
-            "message": message,
+            "flags": [f[0] for f in obs.flags],
+            "message": obs.message,
         }
         self.events.append(event)
+        adaptive_first = calc.symmetrize == "adaptive" and calc.mode != "average"
         if callable(self.action):
             self.action(self, event)
         elif self.action == "warn":
-            warnings.warn(message, InstabilityWarning, stacklevel=3)
-        elif self.action == "symmetrize":
-            self._switch("average", message)
-        else:
-            if self.last_good is not None and self.last_good_path is not None:
+            warnings.warn(obs.message, InstabilityWarning, stacklevel=4)
+        if adaptive_first or (self.action == "symmetrize" and calc.mode != "average"):
+            obs.request = "average"
+        elif self.action == "symmetrize":  # already averaging: symmetry cannot cure this
+            warnings.warn(
+                f"{obs.message}; persists while averaging", InstabilityWarning, stacklevel=4
+            )
+        elif self.action == "raise":
+            obs.request = "stop"
+            path = self.last_good_path
+            if self.last_good is not None and path is not None:
                 import ase.io
 
-                ase.io.write(self.last_good_path, self.last_good, format="extxyz")
-            raise InstabilityError(message, step=step, metric=name, value=value, threshold=limit)
+                ase.io.write(path, self.last_good, format="extxyz")
+                obs.last_good = path
 
-    def _switch(self, mode: str, reason: str) -> None:
-        calc = self.calc
-        if calc.mode == mode:
-            return
-        self._write(
-            {"step": calc.n_calls - 1, "mode": mode, "flags": f"switch:{calc.mode}->{mode}"}
-        )
-        calc.set_mode(mode, reason)
-        self._calm = 0
-
-    def _maybe_back_off(self, row: dict) -> None:
-        if not self.back_off or self.calc.mode != "average" or self.calc.symmetrize != "adaptive":
-            return
-        limit = self.thresholds.get("rel_forces") or (
-            None
-            if self._limit("rel_forces") is None
-            else self.baseline_factor * max(self._limit("rel_forces"), 1e-3)
-        )
+    def _back_off_request(self, row: dict, calc) -> Optional[str]:
+        if not self.back_off or calc.mode != "average" or calc.symmetrize != "adaptive":
+            return None
+        limit = self._rel_forces_limit()
         self._calm = self._calm + 1 if limit is not None and row["rel_forces"] < 0.5 * limit else 0
         if self._calm >= self.patience:
-            self._switch(
-                "none", f"relative force error below half the threshold for {self.patience} checks"
-            )
+            return "none"
+        return None

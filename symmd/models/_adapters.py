@@ -169,7 +169,8 @@ class MetatomicAdapter(Adapter):
             )
 
     def _outputs(self, properties):
-        outputs = {"energy": _model_output("eV", "energies" in properties)}
+        # always per atom: the energy is then the same sum whatever else is asked
+        outputs = {"energy": _model_output("eV", True)}
         if self.non_conservative and "forces" in properties:
             outputs[self._nc_forces] = _model_output("eV/Angstrom", True)
         if self.non_conservative and "stress" in properties:
