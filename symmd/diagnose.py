@@ -53,6 +53,18 @@ _PHYSICAL = (
     "non_conservative_forces",
     "non_conservative_stress",
 )
+#: declared outputs left out by default (metatrain's internal bookkeeping)
+_INTERNAL = "mtt::aux::"
+#: units of the outputs whose unit symmd knows (others: the model's own)
+_UNITS = {
+    "energy": "eV",
+    "energies": "eV",
+    "forces": "eV/A",
+    "non_conservative_force": "eV/A",
+    "non_conservative_forces": "eV/A",
+    "stress": "eV/A^3",
+    "non_conservative_stress": "eV/A^3",
+}
 _BLOCK = 4_000_000  # float64 values per block when reducing wide outputs
 
 
@@ -116,27 +128,38 @@ class Diagnosis:
             json.dump(self.to_dict(), handle, indent=1)
 
     def table(self) -> str:
-        """Plain text: mean error and mean spectrum per property."""
+        """Plain text: mean error (with its unit) and mean spectrum per
+        property, the predicted twirl residuals, and a legend."""
         q = self.quadrature
         lines = [f"quadrature {q.name} ({len(q)} elements, degree {q.degree})"]
         sectors = [(lam, s) for lam in range(self.max_lambda + 1) for s in (1, -1)]
         lines.append(
-            f"{'property':<34}{'A (mean)':>11} "
+            f"{'property':<34}{'A (mean)':>11} {'unit':<7}"
             + " ".join(f"{lam}{'+' if s > 0 else '-'}".rjust(8) for lam, s in sectors)
         )
         for name, entry in self.properties.items():
             fractions = " ".join(f"{np.mean(entry['spectrum'][k]):8.1e}" for k in sectors)
             shown = name if len(name) <= 33 else name[:30] + "..."
-            lines.append(f"{shown:<34}{np.mean(entry['error']):11.3e} {fractions}")
+            unit = _UNITS.get(name, "-")
+            lines.append(f"{shown:<34}{np.mean(entry['error']):11.3e} {unit:<7}{fractions}")
         residuals = {n: e["residual"] for n, e in self.properties.items() if e.get("residual")}
         if residuals:
             lines.append(
-                "predicted twirl residual (mean over structures) of symmd.o3.quadrature(L):"
+                "predicted twirl residual (mean over structures) of symmd.o3.quadrature(L), "
+                "RMS in the unit of the property:"
             )
             for name, res in residuals.items():
                 lines.append(
                     f"  {name:<32}" + "  ".join(f"L={L}: {np.mean(v):.2e}" for L, v in res.items())
                 )
+        lines += [
+            "legend: A = equivariance error, RMS over rotations (and atoms, components); "
+            "unit '-' = the model's own.",
+            "  'l+' / 'l-' = fraction of the output's weight in the O(3) sector of order l, "
+            "polar (+) or axial (-);",
+            "  equivariant: energy all in 0+, forces in 1+, stress in 0+ and 2+; the rest "
+            "is symmetry breaking.",
+        ]
         return "\n".join(lines)
 
     def plot(self, path, title: str = "") -> None:
@@ -253,7 +276,9 @@ def diagnose(
         ``quadrature(2 * max_lambda)``.
     max_lambda: the highest order of the spectrum.
     properties: default ``energy``, ``forces``, ``stress`` (all structures
-        fully periodic) and every extra output the model declares.
+        fully periodic) and every extra output the model declares except
+        metatrain's internal auxiliaries (``mtt::aux::*``, e.g. cutoff
+        statistics), which can be asked for by name.
     layers: names of submodules of an eager torch module (a torch callable, a
         metatrain checkpoint ``.ckpt``; :meth:`Adapter.hook_root`) whose
         outputs get a spectrum too, as ``layer:<name>``.
@@ -271,7 +296,11 @@ def diagnose(
     if properties is None:
         periodic = all(f.pbc.all() for f in frames)
         properties = ["energy", "forces"] + (["stress"] if periodic else [])
-        properties += [p for p in adapter.declared_outputs() if periodic or "stress" not in p]
+        properties += [
+            p
+            for p in adapter.declared_outputs()
+            if (periodic or "stress" not in p) and not p.startswith(_INTERNAL)
+        ]
     residual_degrees = tuple(trusted_degrees(q.degree))
 
     groups = [frames] if not layers else [[frame] for frame in frames]
