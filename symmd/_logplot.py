@@ -49,13 +49,14 @@ def read_log(path: str) -> list[dict]:
 
 
 def _x_of(rows: list[dict]):
-    """``(x(row), label)``: time in fs when every measured row has it (a row
-    without it, e.g. from an older log, uses step x the run's time step)."""
-    timed = [r for r in rows if math.isfinite(_float(r.get("time_fs")))]
-    steps = [(_float(r["step"]), _float(r["time_fs"])) for r in timed if _float(r["step"]) > 0]
-    dt = steps[0][1] / steps[0][0] if steps else math.nan
-    measured = [r for r in rows if not r.get("flags", "").startswith("switch")]
-    if timed and all(math.isfinite(_float(r.get("time_fs"))) for r in measured):
+    """``(x(row), label)``: time in fs when the log has it. A row without
+    ``time_fs`` (an older log, a flag written without a time step) is placed
+    at ``step x dt``, with ``dt`` read off the rows that have both; a log
+    without any time uses the step axis."""
+    times = [(_float(r["step"]), _float(r.get("time_fs"))) for r in rows]
+    pairs = [(step, t) for step, t in times if math.isfinite(t) and step > 0]
+    if pairs or all(math.isfinite(t) for _, t in times):
+        dt = pairs[0][1] / pairs[0][0] if pairs else math.nan
 
         def x(row):
             t = _float(row.get("time_fs"))
