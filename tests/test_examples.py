@@ -13,21 +13,37 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 @pytest.mark.parametrize(
     "name,expected",
     [
-        ("md_monitoring.py", "log: md_monitoring.csv"),
+        ("md_monitoring.py", "log: {out}/md_monitoring.csv"),
         ("symmetric_relaxation.py", "average: max |F| on the perfect lattice"),
-        ("diagnose_model.py", "wrote diagnose_model.json"),
-        ("adaptive_md.py", "final mode"),
+        ("diagnose_model.py", "wrote {out}/diagnose_model.json"),
+        ("adaptive_md.py", "log: {out}/adaptive_md.csv"),
     ],
 )
 def test_example_runs(name, expected, tmp_path):
-    env = dict(os.environ, SYMMD_EXAMPLE_STEPS="20", SYMMD_EXAMPLE_QUICK="1")
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)],
-        cwd=tmp_path,
+    """Each example writes only into --out, and shows no deprecation or future
+    warning (the ones symmd or its examples would cause)."""
+    out, cwd = tmp_path / "out", tmp_path / "cwd"
+    cwd.mkdir()
+    env = dict(
+        os.environ,
+        SYMMD_EXAMPLE_STEPS="20",
+        SYMMD_EXAMPLE_QUICK="1",
+        PYTHONWARNINGS="default::DeprecationWarning,default::FutureWarning",
+        # this checkout's symmd, whatever the environment has installed
+        PYTHONPATH=os.pathsep.join(
+            filter(None, [str(EXAMPLES.parent), os.environ.get("PYTHONPATH")])
+        ),
+    )
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--out", str(out)],
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert expected in out.stdout
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert expected.format(out=out) in result.stdout
+    assert list(cwd.iterdir()) == []
+    assert "DeprecationWarning" not in result.stderr, result.stderr[-2000:]
+    assert "FutureWarning" not in result.stderr, result.stderr[-2000:]
