@@ -55,10 +55,17 @@ atoms = ase.build.bulk("Cu", "fcc", a=3.7, cubic=True) * (2, 2, 2)
 rng = np.random.default_rng(0)
 atoms.numbers[rng.random(len(atoms)) < 0.3] = 13
 
-# the first flag switches to averaging; action="raise" stops the run if a flag
-# persists while averaging (a collision is not a symmetry problem)
+# the first flag (A_F/F above 2%, or a physical check) switches to averaging;
+# action="raise" stops the run if a flag persists while averaging (a collision
+# is not a symmetry problem)
 monitor = Monitor(
-    every=5, action="raise", log=out / "adaptive_md.csv", seed=0, back_off=True, timestep=2.0
+    every=5,
+    threshold=0.02,
+    action="raise",
+    log=out / "adaptive_md.csv",
+    seed=0,
+    back_off=True,
+    timestep=2.0,
 )
 calc = SymmetryCalculator(
     models.shipped_model(), symmetrize="adaptive", quadrature=2, monitor=monitor

@@ -89,6 +89,7 @@ def read_frames(path: str) -> list:
         raise ValueError(
             f"cannot read structures from {path!r} ({type(error).__name__}: {error})"
         ) from None
+    frames = frames if isinstance(frames, list) else [frames]
     if not frames:
         raise ValueError(f"structure file {path!r} holds no frame")
     return frames
@@ -221,7 +222,7 @@ def run_md(args) -> int:
         open(args.trajectory, "w").close()
         dyn.attach(write_frame, interval=args.trajectory_every)
     bar = tqdm(total=args.steps, desc="symmd md", unit="step", disable=args.quiet)
-    asked = []
+    asked: list[int] = []
 
     def update():
         if asked:  # Ctrl-C: stop between two steps, with the log complete

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from ._logplot import plot_log
-from ._md_command import model_path, default_structure, read_frames, run_md
+from ._md_command import default_structure, model_path, read_frames, run_md
 
 __all__ = ["default_structure", "main", "plot_log"]
 
@@ -27,7 +27,7 @@ MODEL_HELP = (
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``PROG: error: MESSAGE`` on stderr, exit 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -62,7 +62,10 @@ def _threads(args) -> None:
 
 def _md(args) -> int:
     _threads(args)
-    return run_md(args)
+    try:
+        return run_md(args)
+    except ValueError as error:  # say the command-line spelling of the fix
+        raise ValueError(str(error).replace("max_copies=None", "--max-copies 0")) from None
 
 
 def _models(args) -> int:

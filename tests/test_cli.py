@@ -242,6 +242,14 @@ def test_a_huge_rule_is_refused_unless_allowed(tmp_path, capsys):
         "symmd md: error: the quadrature 'lebedev101x101+inversion' has 700940 rotated copies, "
         "more than max_copies=5000 (roughly "
     )
+    assert err.endswith("lower the degree, or pass --max-copies 0 to allow it")
+    # allowed explicitly, the rule is built (and the run would start)
+    from symmd import SymmetryCalculator, models
+
+    calc = SymmetryCalculator(
+        models.shipped_model(), symmetrize="average", quadrature=100, max_copies=None
+    )
+    assert len(calc.quadrature) == 700940
 
 
 def test_version_and_shipped_models(capsys):

@@ -69,7 +69,9 @@ def test_monitor_estimate_is_unbiased_for_the_closed_form():
     est_e, est_f = [], []
     for s, q in enumerate(draws):
         est_e.append(float(metrics.sample_error(out["energy"][2 * s : 2 * s + 2], q, "scalar")[0]))
-        est_f.append(float(metrics.sample_error(out["forces"][2 * s : 2 * s + 2], q, "vector")[0][0]))
+        est_f.append(
+            float(metrics.sample_error(out["forces"][2 * s : 2 * s + 2], q, "vector")[0][0])
+        )
     for est, exact in ((est_e, a_e**2), (est_f, a_f**2)):
         se = np.std(est) / np.sqrt(len(est))
         assert abs(np.mean(est) - exact) < 4 * se
@@ -128,7 +130,10 @@ def test_misspelled_keywords_raise_with_the_closest_valid_one():
     )
     with pytest.raises(TypeError) as info:
         Monitor(evry=1)
-    assert str(info.value) == "Monitor got an unexpected keyword argument 'evry'; did you mean 'every'?"
+    assert (
+        str(info.value)
+        == "Monitor got an unexpected keyword argument 'evry'; did you mean 'every'?"
+    )
     calc = SymmetryCalculator(lab_frame_callable, label="run", directory=".")  # ASE's own
     assert calc.label == "run"
 
