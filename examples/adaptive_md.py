@@ -55,12 +55,11 @@ atoms = ase.build.bulk("Cu", "fcc", a=3.7, cubic=True) * (2, 2, 2)
 rng = np.random.default_rng(0)
 atoms.numbers[rng.random(len(atoms)) < 0.3] = 13
 
-# the first flag (A_F/F above 2%, or a physical check) switches to averaging;
-# action="raise" stops the run if a flag persists while averaging (a collision
-# is not a symmetry problem)
+# the first flag (A_F/F above 4x its baseline, or a physical check) switches
+# to averaging; action="raise" stops the run if a flag persists while averaging
+# (a collision is not a symmetry problem)
 monitor = Monitor(
     every=5,
-    threshold=0.02,
     action="raise",
     log=out / "adaptive_md.csv",
     seed=0,
