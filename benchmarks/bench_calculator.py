@@ -25,7 +25,11 @@ Goal: symmd ``average(L)`` at an equal or lower error than
 ``SymmetrizedCalculator(l_max=L)`` and at least 2x faster (the speed ratio is
 SymmetrizedCalculator time / symmd time).
 
-    python benchmarks/bench_calculator.py [--repeats 5] [--warmup 3] [--quick] [--json PATH]
+``--degrees 6 7`` compares the high-degree rules instead (symmd's SO(3)
+designs, 232 and 344 elements, against metatomic's 676 + 1 and 780 + 1) and
+writes ``bench_calculator_L6_7.json``.
+
+    python benchmarks/bench_calculator.py [--repeats 5] [--warmup 3] [--degrees 3 5] [--quick] [--json PATH]
 
 ``--quick`` (1 repeat, 1 warm-up, degree-7 reference) only checks that the
 script runs; it writes ``bench_calculator_quick.json`` unless ``--json`` is given.
@@ -85,7 +89,12 @@ def main() -> None:
         "--quick", action="store_true", help="1 repeat, 1 warm-up, degree-7 reference"
     )
     parser.add_argument(
-        "--json", default=None, help="default: benchmarks/results/bench_calculator[_quick].json"
+        "--degrees", type=int, nargs="+", default=[3, 5], help="L of both averages (default 3 5)"
+    )
+    parser.add_argument(
+        "--json",
+        default=None,
+        help="default: benchmarks/results/bench_calculator[_L6_7][_quick].json",
     )
     args = parser.parse_args()
     repeats, warmup = (1, 1) if args.quick else (args.repeats, max(args.warmup, 1))
@@ -117,11 +126,15 @@ def main() -> None:
     calcs = {
         "symmd none": SymmetryCalculator(adapter, symmetrize="none"),
         "symmd project": SymmetryCalculator(adapter, symmetrize="project"),
-        "symmd average L=3": SymmetryCalculator(adapter, symmetrize="average", quadrature=3),
-        "symmd average L=5": SymmetryCalculator(adapter, symmetrize="average", quadrature=5),
-        "metatomic Sym l_max=3": SymmetrizedCalculator(MetatomicCalculator(path), l_max=3),
-        "metatomic Sym l_max=5": SymmetrizedCalculator(MetatomicCalculator(path), l_max=5),
     }
+    for lmax in args.degrees:
+        calcs[f"symmd average L={lmax}"] = SymmetryCalculator(
+            adapter, symmetrize="average", quadrature=lmax
+        )
+    for lmax in args.degrees:
+        calcs[f"metatomic Sym l_max={lmax}"] = SymmetrizedCalculator(
+            MetatomicCalculator(path), l_max=lmax
+        )
     # Model evaluations per call (metatomic adds one unrotated call to its rule).
     copies = {
         name: (len(c.quadrature) if c.symmetrize == "average" else 1)
@@ -158,7 +171,7 @@ def main() -> None:
     print(
         f"\n{'L':>2} {'speed ratio Sym/symmd':>22} {'err symmd':>10} {'err Sym':>10}  goal (<= err, >= 2x)"
     )
-    for lmax in (3, 5):
+    for lmax in args.degrees:
         ours, peer = f"symmd average L={lmax}", f"metatomic Sym l_max={lmax}"
         ratio = med[peer] / med[ours]
         met = ratio >= 2.0 and errors[ours] <= errors[peer]
@@ -199,10 +212,14 @@ def main() -> None:
             }
             for name in calcs
         },
+        "rules": {
+            str(lmax): calcs[f"symmd average L={lmax}"].quadrature.name for lmax in args.degrees
+        },
         "metatomic_over_symmd": comparison,
     }
+    tag = "" if args.degrees == [3, 5] else "_L" + "_".join(map(str, args.degrees))
     json_path = pathlib.Path(
-        args.json or RESULTS / f"bench_calculator{'_quick' if args.quick else ''}.json"
+        args.json or RESULTS / f"bench_calculator{tag}{'_quick' if args.quick else ''}.json"
     )
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(out, indent=1))

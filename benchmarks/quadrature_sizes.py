@@ -3,8 +3,10 @@
 metatomic's SymmetrizedCalculator(l_max=L) uses the smallest Lebedev order
 >= L (negative-weight orders included) x (2L + 1) in-plane angles x 2
 (inversion). symmd.o3.quadrature(L) takes the smallest rule it knows that is
-exact to L (point groups D2/T/O/I, or positive Lebedev x (L + 1) angles), also
-doubled by inversion. Both are checked for exactness here.
+exact to L (point groups D2/T/O/I, the shipped Gauss-type SO(3) designs of
+degrees 4 and 6-9, or positive Lebedev x (L + 1) angles), also doubled by
+inversion. Both are checked for exactness here, and the table also lists the
+Lebedev x (L + 1) size that the designs replace.
 
     python benchmarks/quadrature_sizes.py [--max-degree 9] [--json PATH]
 """
@@ -48,15 +50,20 @@ def main() -> None:
                 "symmd_rule": q.name,
                 "symmd_size": len(q),
                 "symmd_exact_to": max_exact_degree(q, degree + 1),
+                "lebedev_size": len(o3.lebedev(degree)),
                 "metatomic_size": o3.metatomic_size(degree),
                 "ratio": o3.metatomic_size(degree) / len(q),
             }
         )
-    print(f"{'L':>3} {'symmd rule':<26} {'size':>6} {'exact to':>9} {'metatomic':>10} {'ratio':>6}")
+    print(
+        f"{'L':>3} {'symmd rule':<26} {'size':>6} {'exact to':>9} {'lebedev':>8} "
+        f"{'metatomic':>10} {'ratio':>6}"
+    )
     for r in rows:
         print(
             f"{r['degree']:>3} {r['symmd_rule']:<26} {r['symmd_size']:>6} "
-            f"{r['symmd_exact_to']:>9} {r['metatomic_size']:>10} {r['ratio']:>6.1f}"
+            f"{r['symmd_exact_to']:>9} {r['lebedev_size']:>8} {r['metatomic_size']:>10} "
+            f"{r['ratio']:>6.1f}"
         )
     pathlib.Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))

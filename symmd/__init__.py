@@ -3,13 +3,15 @@ machine-learning interatomic potentials in molecular dynamics.
 
 Public surface (see ``docs/API.md``): :mod:`symmd.o3`, :mod:`symmd.metrics`,
 :mod:`symmd.models`, :class:`SymmetryCalculator`, :class:`Monitor`,
-:func:`diagnose`, :func:`diagnose_training`, :func:`recommend_quadrature`.
+:func:`diagnose`, :func:`diagnose_training`, :func:`recommend_quadrature`,
+:func:`finetune`.
 """
 
 from . import metrics, models, o3
 from .calculator import SymmetryCalculator
 from .diagnose import Diagnosis, diagnose
 from .errors import InstabilityError
+from .finetune import FinetuneResult, finetune
 from .monitor import InstabilityWarning, Monitor
 from .recommend import Recommendation, recommend_quadrature
 from .training import TrainingDiagnosis, diagnose_training, plot_training
@@ -18,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Diagnosis",
+    "FinetuneResult",
     "InstabilityError",
     "InstabilityWarning",
     "Monitor",
@@ -26,6 +29,7 @@ __all__ = [
     "TrainingDiagnosis",
     "diagnose",
     "diagnose_training",
+    "finetune",
     "metrics",
     "models",
     "o3",

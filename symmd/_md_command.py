@@ -25,14 +25,10 @@ __all__ = [
 
 
 def default_structure():
-    """The built-in structure: a 32-atom fcc Cu/Al cell (30% Al, seeded)."""
-    import ase.build
-    import numpy as np
+    """The built-in structure: the 32-atom fcc Cu/Al cell of the shipped model."""
+    from .models import cual_cell
 
-    atoms = ase.build.bulk("Cu", "fcc", a=3.7, cubic=True) * (2, 2, 2)
-    rng = np.random.default_rng(0)
-    atoms.numbers[rng.random(len(atoms)) < 0.3] = 13
-    return atoms
+    return cual_cell()
 
 
 def read_structure(path: Optional[str], index: Optional[int], command: str = "md"):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["pyplot", "spectrum_figure", "training_figure"]
+__all__ = ["error_figure", "pyplot", "spectrum_figure", "tradeoff_figure", "training_figure"]
 
 _FLOOR = 1e-16  # log-scale floor for exactly-zero sectors
 
@@ -43,12 +43,14 @@ def _grid(n: int, max_columns: int = 4):
     return math.ceil(n / columns), columns
 
 
-def spectrum_figure(spectra: dict, max_lambda: int, path, title: str = "") -> None:
+def spectrum_figure(spectra: dict, max_lambda: int, path, title: str = ""):
     """One panel per property: the normalized spectrum against lambda, the
     mean over structures as a thick line and every structure as a faint one;
-    sigma = +1 solid blue, sigma = -1 dashed red; log scale.
+    sigma = +1 solid blue, sigma = -1 dashed red; log scale; the weight above
+    ``max_lambda`` (key ``"above"``, if given) as a grey square at
+    ``max_lambda + 1``. Returns the figure (closed, data intact).
 
-    ``spectra[name] = {(lam, sigma): array [S]}``.
+    ``spectra[name] = {(lam, sigma): array [S], "above": array [S]}``.
     """
     plt = pyplot()
     names = list(spectra)
@@ -71,20 +73,59 @@ def spectrum_figure(spectra: dict, max_lambda: int, path, title: str = "") -> No
                 ms=3,
                 label="polar (σ=+1)" if sigma > 0 else "axial (σ=-1)",
             )
+        if "above" in spec:
+            above = np.asarray(spec["above"]).clip(_FLOOR)
+            ax.plot(
+                [max_lambda + 1], [above.mean()], "s", color="0.5", ms=5, label=f"λ > {max_lambda}"
+            )
         ax.set_yscale("log")
         ax.set_ylim(bottom=max(_FLOOR, ax.get_ylim()[0]), top=1.5)
         ax.set_title(_label(name), fontsize=9)
         ax.set_xlabel("λ")
-        ax.set_xticks(lams)
+        ax.set_xticks(list(lams) + ([max_lambda + 1] if "above" in spec else []))
+        ax.set_xticklabels(
+            [str(lam) for lam in lams] + ([f">{max_lambda}"] if "above" in spec else [])
+        )
     for ax in axes.flat[len(names) :]:
         ax.axis("off")
-    axes[0][0].set_ylabel("B_λσ / Σ B")
+    axes[0][0].set_ylabel("B_λσ / <|u|²>")
     axes[0][0].legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
+
+
+def error_figure(data: dict, units: dict, path, title: str = ""):
+    """One panel per output: log-spaced histograms of the model's absolute
+    error and of the equivariance error A (the paper's Fig. 2, top), medians
+    as dashed vertical lines. ``data[name] = (abs_error [n], A [n])``.
+    Returns the figure (closed, data intact)."""
+    plt = pyplot()
+    names = list(data)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 2.9), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        model, equiv = (np.asarray(x, dtype=float) for x in data[name])
+        both = np.concatenate([model, equiv])
+        positive = both[both > 0]
+        low, high = (positive.min(), positive.max()) if len(positive) else (1e-8, 1.0)
+        bins = np.logspace(np.log10(low) - 0.1, np.log10(high) + 0.1, 30)
+        for values, color, label in ((model, "C0", "|model - label|"), (equiv, "C1", "A")):
+            ax.hist(values.clip(bins[0]), bins=bins, color=color, alpha=0.5, label=label)
+            ax.axvline(float(np.median(values)), color=color, ls="--", lw=1.5)
+        ax.set_xscale("log")
+        ax.set_title(_label(name), fontsize=9)
+        ax.set_xlabel(f"error ({units.get(name) or 'output units'})")
+    axes[0][0].set_ylabel("count")
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return fig
 
 
 def training_figure(
@@ -158,4 +199,44 @@ def training_figure(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def tradeoff_figure(runs: Sequence[dict], path) -> None:
+    """The model error (x, held-out MAE) against the equivariance error
+    (y, A rms) of every output, one marker per fine-tuning ``gamma``,
+    coloured by gamma, log axes (arXiv 2603.24638, Fig. 5).
+
+    ``runs``: the ``result.json`` contents of :func:`symmd.finetune`.
+    """
+    plt = pyplot()
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    names = [n for n in runs[0]["metrics"] if isinstance(runs[0]["metrics"][n], dict)]
+    names = [n for n in names if "mae" in runs[0]["metrics"][n]]
+    rows, columns = _grid(max(1, len(names)), 3)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.4 * rows), squeeze=False)
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(runs)))
+    for ax, name in zip(axes.flat, names):
+        key = "A_per_atom_rms" if name == "energy" else "A_rms"
+        x = [max(r["metrics"][name]["mae"], _FLOOR) for r in runs]
+        y = [max(r["metrics"][name][key], _FLOOR) for r in runs]
+        ax.plot(x, y, "-", color="0.7", lw=0.8, zorder=1)
+        for xi, yi, color, run in zip(x, y, colors, runs):
+            ax.scatter(xi, yi, color=color, s=36, zorder=2, label=f"gamma = {run['gamma']:g}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # 1, 2, 5 per decade, plain numbers
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FormatStrFormatter("%g"))
+            axis.set_minor_formatter(NullFormatter())
+        unit = "eV/atom" if name == "energy" else ("eV/A^3" if "stress" in name else "eV/A")
+        ax.set_xlabel(f"model error: MAE ({unit})")
+        ax.set_ylabel(f"equivariance error A ({unit})")
+        ax.set_title(_label(name))
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)

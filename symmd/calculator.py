@@ -44,6 +44,7 @@ from .models import Responses, evaluate_rotated, load
 from .monitor import Monitor, Observation
 from .projection import project_forces, symmetrize_stress
 from .recommend import check_tolerance, recommend_quadrature
+from .spacegroup import SpaceGroupProjector
 
 __all__ = ["MODES", "SymmetryCalculator"]
 
@@ -88,6 +89,13 @@ class SymmetryCalculator(Calculator):
     seed: seeds ``reorient`` (and the monitor, if it has no seed of its own).
     mirror_to_atoms: also store the diagnostics in ``atoms.info`` and
         ``atoms.arrays`` so that they survive in extxyz trajectories.
+    space_group: after the mode's own result, project forces, stress and
+        per-atom energies onto the structure's space group (found with spglib,
+        re-used while the structure keeps it; zero extra model calls; the
+        energy is unchanged): :class:`symmd.spacegroup.SpaceGroupProjector`.
+        Fully periodic structures only (``ValueError`` otherwise); a
+        ``UserWarning`` when the group has only the identity rotation.
+    symprec: spglib's tolerance for ``space_group``, A (default 1e-5).
 
     ``results`` hold ``energy``, ``free_energy``, ``forces``, ``stress`` (fully
     periodic structures only, Voigt), ``energies`` when asked for, and
@@ -120,6 +128,8 @@ class SymmetryCalculator(Calculator):
         non_conservative: bool = False,
         seed: Optional[int] = None,
         mirror_to_atoms: bool = False,
+        space_group: bool = False,
+        symprec: float = 1e-5,
         **kwargs: Any,
     ):
         check_keywords(kwargs, SymmetryCalculator.__init__, "SymmetryCalculator", _ASE_KEYWORDS)
@@ -157,6 +167,7 @@ class SymmetryCalculator(Calculator):
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.mirror_to_atoms = bool(mirror_to_atoms)
+        self.space_group = SpaceGroupProjector(symprec) if space_group else None
         self.n_calls = 0
         self.switches: list[dict] = []
         if monitor is None and symmetrize == "adaptive":
@@ -279,13 +290,17 @@ class SymmetryCalculator(Calculator):
             results["forces"] = project_forces(
                 results["forces"], atoms.positions, torque=not atoms.pbc.any()
             )
+        if "stress" in results:  # a diagnostic of the mode's own result
+            antisymmetric = (results["stress"] - results["stress"].T) / 2
+            results["stress_antisymmetric"] = float(np.linalg.norm(antisymmetric))
+        if self.space_group is not None:
+            results.update(self.space_group.project(atoms, results))
         energy = float(results.pop("energy"))
         self.results = {"energy": energy, "free_energy": energy, "forces": results.pop("forces")}
         if "stress" in results:
-            stress = results.pop("stress")
-            antisymmetric = (stress - stress.T) / 2
-            self.results["stress_antisymmetric"] = float(np.linalg.norm(antisymmetric))
-            self.results["stress"] = full_3x3_to_voigt_6_stress(symmetrize_stress(stress))
+            self.results["stress"] = full_3x3_to_voigt_6_stress(
+                symmetrize_stress(results.pop("stress"))
+            )
         self.results.update(results)
 
     # -- adaptive switching ---------------------------------------------

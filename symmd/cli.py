@@ -1,4 +1,4 @@
-"""The ``symmd`` command: ``md``, ``diagnose``, ``training``, ``plot`` and ``models``.
+"""The ``symmd`` command: ``md``, ``diagnose``, ``training``, ``finetune``, ``plot``, ``models``.
 
 Errors in the arguments or the inputs end with one line on stderr and exit
 status 2; a run stopped by the monitor exits with status 3 and its reason;
@@ -133,6 +133,43 @@ def _training(args) -> int:
     if args.plot:
         plot_training(runs, args.plot, names=args.names)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _finetune(args) -> int:
+    from .finetune import DEFAULT_TRAINABLE, finetune
+
+    _threads(args)
+    results = finetune(
+        args.checkpoint,
+        args.train,
+        gamma=list(args.gamma),
+        valid=args.valid,
+        trainable=args.trainable or DEFAULT_TRAINABLE,
+        rotations=args.rotations,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        out=args.output,
+        labels=not args.no_labels,
+        degree=args.degree,
+        progress=not args.quiet,
+    )
+    where = results[0].metrics["evaluated_on"]
+    print(f"{where} set, A: rms over structures (energy) / atoms (forces), degree {args.degree}")
+    print("   gamma  E MAE meV/at  A_E meV/at  F MAE meV/A  A_F meV/A   A_F/F")
+    for result in results:
+        m = result.metrics["metrics"]
+        e, f = m["energy"], m["forces"]
+        print(
+            f"{result.gamma:8g}  {1e3 * e.get('mae', float('nan')):12.3f}"
+            f"  {1e3 * e['A_per_atom_rms']:10.4f}  {1e3 * f.get('mae', float('nan')):11.2f}"
+            f"  {1e3 * f['A_rms']:9.3f}  {f['A_over_rms']:.2e}"
+        )
+    print(f"wrote {args.output}/gamma_*/ (model.ckpt, model.pt, result.json)")
+    if len(results) > 1:
+        print(f"wrote {args.output}/summary.json and {args.output}/tradeoff.png")
     return 0
 
 
@@ -360,6 +397,50 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--json", help="write every spectrum as JSON")
     train.add_argument("--plot", help="write the heatmaps as a figure")
     train.set_defaults(run=_training)
+
+    tune = sub.add_parser(
+        "finetune",
+        help="retrain the readout with an equivariance penalty",
+        description="Retrain the readout layers of a metatrain checkpoint with "
+        "L = L_mu + gamma * L_sigma: L_mu the mean squared error of the energy per atom, "
+        "forces and stress against the labels (ASE calculator results or info/arrays "
+        "'energy', 'forces', 'stress'/'virial'), L_sigma the unbiased estimate of the "
+        "equivariance error A^2 over random O(3) draws, each output divided by its label "
+        "variance. One run per gamma, from the same checkpoint; each writes "
+        "DIR/gamma_<g>/model.ckpt, model.pt (exported metatomic model) and result.json "
+        "(held-out MAE, A and the weight outside the allowed symmetry sector); several "
+        "gammas also give DIR/tradeoff.png (model error vs equivariance error).",
+    )
+    tune.add_argument("checkpoint", help="metatrain checkpoint (.ckpt; not an exported .pt)")
+    tune.add_argument("--train", required=True, help="labelled training structures (extxyz)")
+    tune.add_argument("--valid", help="labelled held-out structures (default: the training set)")
+    tune.add_argument(
+        "--gamma", type=float, nargs="+", required=True, help="penalty weights (>= 0), e.g. 0 1 10"
+    )
+    tune.add_argument(
+        "--trainable",
+        nargs="+",
+        metavar="PATTERN",
+        help="glob patterns of the parameter names to train (default: '*heads.*' "
+        "'*last_layers.*', PET's heads and last layers)",
+    )
+    tune.add_argument(
+        "--rotations", type=int, default=2, help="random O(3) draws per structure (default 2)"
+    )
+    tune.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    tune.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    tune.add_argument("--batch-size", type=int, default=8, help="structures per step (default 8)")
+    tune.add_argument(
+        "--degree", type=int, default=7, help="quadrature degree of the held-out A (default 7)"
+    )
+    tune.add_argument(
+        "--no-labels", action="store_true", help="train on the penalty alone (no labels)"
+    )
+    tune.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+    tune.add_argument("-o", "--output", required=True, help="output folder")
+    _threads_option(tune)
+    tune.set_defaults(run=_finetune)
 
     plot = sub.add_parser(
         "plot",

@@ -8,15 +8,17 @@ For every output :math:`u` of every structure, evaluated on the copies
 - the equivariance error :math:`A` (:func:`symmd.metrics.equivariance_error`;
   RMS over the atoms and channels of the structure), in the units of the
   output;
-- the normalized spectrum :math:`B_{(\lambda,\sigma)} / \sum_\beta B_\beta`
+- the normalized spectrum :math:`B_{(\lambda,\sigma)} / \langle\|u\|^2\rangle_G`
   (:func:`symmd.metrics.character_spectrum`, summed over the atoms, channels
   and components of the structure). An exactly equivariant energy is all in
   (0, +1), forces in (1, +1), stress in (0, +1) + (2, +1); weight elsewhere
-  is symmetry breaking. Content above :math:`\lambda_{max}` is reported as
-  ``rest`` :math:`= 1 - \sum_\beta B_\beta / \sum_k w_k \|u_k\|^2`
-  (Parseval: zero for a band-limited response);
+  is symmetry breaking. The normalization is the full
+  :math:`\langle\|u\|^2\rangle_G = \sum_k w_k \|u_k\|^2` (Parseval), so the
+  content above :math:`\lambda_{max}` is its own entry, ``above``
+  :math:`= 1 - \sum_\beta B_\beta / \langle\|u\|^2\rangle_G`, and symmetry
+  breaking above :math:`\lambda_{max}` stays visible;
 - for the physical outputs, the predicted twirl residual of the rules of
-  degree :math:`L \le` (degree - 1)/2 (:func:`symmd.recommend.predict_residuals`).
+  degree :math:`L \le` (degree - 1)/2 (:func:`symmd.metrics.predict_residuals`).
 
 Outputs: energy, forces, stress (fully periodic structures), and every extra
 output the model declares (non-conservative forces and stress, features,
@@ -38,33 +40,18 @@ import numpy as np
 import torch
 
 from . import metrics, o3
+from ._accuracy import compare, model_errors
 from ._layers import LayerCapture, drop_padding
-from ._plotting import spectrum_figure
-from .models import evaluate_rotated, load
+from ._plotting import error_figure, spectrum_figure
+from .models import EQUIVARIANT_SECTORS, evaluate_rotated, load
 from .recommend import predict_residuals, trusted_degrees
 
 __all__ = ["diagnose", "Diagnosis"]
 
-_PHYSICAL = (
-    "energy",
-    "forces",
-    "stress",
-    "non_conservative_force",
-    "non_conservative_forces",
-    "non_conservative_stress",
-)
+#: outputs that get predicted twirl residuals (energies are summed into energy)
+_PHYSICAL = tuple(name for name in EQUIVARIANT_SECTORS if name != "energies")
 #: declared outputs left out by default (metatrain's internal bookkeeping)
 _INTERNAL = "mtt::aux::"
-#: units of the outputs whose unit symmd knows (others: the model's own)
-_UNITS = {
-    "energy": "eV",
-    "energies": "eV",
-    "forces": "eV/A",
-    "non_conservative_force": "eV/A",
-    "non_conservative_forces": "eV/A",
-    "stress": "eV/A^3",
-    "non_conservative_stress": "eV/A^3",
-}
 _BLOCK = 4_000_000  # float64 values per block when reducing wide outputs
 
 
@@ -73,11 +60,18 @@ class Diagnosis:
     """Result of :func:`diagnose`.
 
     ``properties[name]`` holds, per structure (arrays ``[S]``): ``"error"``
-    (:math:`A`, units of the output; NaN where symmd cannot back-transform,
-    i.e. spherical outputs), ``"spectrum"`` ``{(lam, sigma): fraction}``,
-    ``"rest"`` (fraction above ``max_lambda``), ``"kind"``, and for the
-    physical outputs ``"residual"`` ``{L: predicted twirl residual}``.
-    Layers are named ``layer:<module path>``.
+    (:math:`A`, units of the output, RMS over the atoms and channels of the
+    structure; NaN where symmd cannot back-transform, i.e. spherical
+    outputs), ``"error_rows"`` (:math:`A` per atom or per structure),
+    ``"spectrum"`` ``{(lam, sigma): B / <||u||^2>_G}`` and ``"above"`` (the
+    fraction above ``max_lambda``; with the sectors it sums to one),
+    ``"kind"``, and for the physical outputs ``"residual"`` ``{L: predicted
+    twirl residual}``. Rank-2 outputs also appear as ``name[lambda=0]``,
+    ``name[lambda=2]`` (and ``name[lambda=1]`` when an antisymmetric part
+    exists). When the structures carry reference labels, ``"abs_error"``
+    (per structure for energy and stress, per atom for forces) and
+    ``"accuracy"`` (medians and their ratio). Layers are named
+    ``layer:<module path>``.
     """
 
     quadrature: o3.Quadrature
@@ -87,9 +81,10 @@ class Diagnosis:
     def to_dict(self) -> dict:
         """JSON-ready form: ``{"quadrature": {"name", "size", "degree"},
         "max_lambda", "properties": {name: {"kind", "error": [per structure],
-        "spectrum": {"lam,sigma": [fraction per structure]}, "rest",
-        "residual": {"L": [...]}, "mean": {...}, "std": {...}}}}`` (``mean``
-        and ``std`` over structures of the error and of every sector)."""
+        "spectrum": {"lam,sigma": [fraction per structure], "above": [...]},
+        "residual": {"L": [...]}, "mean": {...}, "std": {...},
+        "abs_error": [...], "accuracy": {...}}}}`` (``mean`` and ``std`` over
+        structures of the error and of every sector)."""
         q = self.quadrature
 
         def floats(x):
@@ -100,11 +95,11 @@ class Diagnosis:
             spectrum = {
                 f"{lam},{sigma}": floats(v) for (lam, sigma), v in entry["spectrum"].items()
             }
+            spectrum["above"] = floats(entry["above"])
             props[name] = {
                 "kind": entry["kind"],
                 "error": floats(entry["error"]),
                 "spectrum": spectrum,
-                "rest": floats(entry["rest"]),
                 "mean": {
                     "error": float(np.mean(entry["error"])),
                     **{k: float(np.mean(v)) for k, v in spectrum.items()},
@@ -116,6 +111,9 @@ class Diagnosis:
             }
             if "residual" in entry:
                 props[name]["residual"] = {str(k): floats(v) for k, v in entry["residual"].items()}
+            if "accuracy" in entry:
+                props[name]["abs_error"] = floats(entry["abs_error"])
+                props[name]["accuracy"] = dict(entry["accuracy"])
         return {
             "quadrature": {"name": q.name, "size": len(q), "degree": q.degree},
             "max_lambda": self.max_lambda,
@@ -128,54 +126,92 @@ class Diagnosis:
             json.dump(self.to_dict(), handle, indent=1)
 
     def table(self) -> str:
-        """Plain text: mean error (with its unit) and mean spectrum per
-        property, the predicted twirl residuals, and a legend."""
+        """Plain text: mean error (with units) and mean spectrum per property,
+        the predicted twirl residuals, and the model error beside A."""
         q = self.quadrature
         lines = [f"quadrature {q.name} ({len(q)} elements, degree {q.degree})"]
         sectors = [(lam, s) for lam in range(self.max_lambda + 1) for s in (1, -1)]
         lines.append(
-            f"{'property':<34}{'A (mean)':>11} {'unit':<7}"
+            f"{'property':<34}{'A (mean)':>11} {'unit':<8}"
             + " ".join(f"{lam}{'+' if s > 0 else '-'}".rjust(8) for lam, s in sectors)
+            + f"{'>' + str(self.max_lambda):>9}"
         )
         for name, entry in self.properties.items():
             fractions = " ".join(f"{np.mean(entry['spectrum'][k]):8.1e}" for k in sectors)
             shown = name if len(name) <= 33 else name[:30] + "..."
-            unit = _UNITS.get(name, "-")
-            lines.append(f"{shown:<34}{np.mean(entry['error']):11.3e} {unit:<7}{fractions}")
+            lines.append(
+                f"{shown:<34}{np.mean(entry['error']):11.3e} {unit_of(name):<8}{fractions}"
+                f" {np.mean(entry['above']):8.1e}"
+            )
+        lines.append(
+            "columns 'l+'/'l-': fraction of <|u|^2> over orientations in the O(3) irrep of order l, "
+            "polar (+) or axial (-); an exact energy lives in 0+, forces in 1+, stress in 0+ and 2+"
+        )
         residuals = {n: e["residual"] for n, e in self.properties.items() if e.get("residual")}
         if residuals:
             lines.append(
-                "predicted twirl residual (mean over structures) of symmd.o3.quadrature(L), "
-                "RMS in the unit of the property:"
+                "predicted twirl residual of symmd.o3.quadrature(L), RMS, in the unit of the output:"
             )
             for name, res in residuals.items():
                 lines.append(
                     f"  {name:<32}" + "  ".join(f"L={L}: {np.mean(v):.2e}" for L, v in res.items())
                 )
-        lines += [
-            "legend: A = equivariance error, RMS over rotations (and atoms, components); "
-            "unit '-' = the model's own.",
-            "  'l+' / 'l-' = fraction of the output's weight in the O(3) sector of order l, "
-            "polar (+) or axial (-);",
-            "  equivariant: energy all in 0+, forces in 1+, stress in 0+ and 2+; the rest "
-            "is symmetry breaking.",
-        ]
+        labelled = {n: e["accuracy"] for n, e in self.properties.items() if "accuracy" in e}
+        if labelled:
+            lines.append("model error against the labels beside the equivariance error (medians):")
+            for name, acc in labelled.items():
+                lines.append(
+                    f"  {name:<10} |error| {acc['median_abs_error']:.3e}  A "
+                    f"{acc['median_equivariance_error']:.3e} {unit_of(name):<8} ratio {acc['ratio']:.3g}"
+                )
         return "\n".join(lines)
 
-    def plot(self, path, title: str = "") -> None:
+    def plot(self, path, title: str = ""):
         """Spectra per property in the style of the paper's Fig. 2: mean line,
-        faint per-structure lines, sigma = +1 solid, -1 dashed, log scale."""
-        spectra = {name: entry["spectrum"] for name, entry in self.properties.items()}
-        spectrum_figure(
+        faint per-structure lines, sigma = +1 solid, -1 dashed, log scale,
+        the weight above ``max_lambda`` as a grey marker. Returns the figure."""
+        spectra = {
+            name: {**entry["spectrum"], "above": entry["above"]}
+            for name, entry in self.properties.items()
+        }
+        return spectrum_figure(
             spectra,
             self.max_lambda,
             path,
             title or f"{self.quadrature.name}, {len(self.quadrature)} rotations",
         )
 
+    def plot_errors(self, path, title: str = ""):
+        """Distributions of the model error and of A per labelled output (the
+        paper's Fig. 2, top): log-spaced histograms, medians as vertical lines.
+        Returns the figure; ValueError when no structure carried labels."""
+        data = {
+            name: (entry["abs_error"], entry["error_rows"])
+            for name, entry in self.properties.items()
+            if "abs_error" in entry
+        }
+        if not data:
+            raise ValueError(
+                "no output has reference labels: give structures with energy/forces/stress "
+                "(e.g. an extxyz file read with ase.io.read)"
+            )
+        return error_figure(data, {n: unit_of(n) for n in data}, path, title)
+
+
+def unit_of(name: str) -> str:
+    """The unit of an output's values (eV, eV/A, eV/A^3), or '' if unknown."""
+    base = name.split("[")[0]
+    if base in ("energy", "energies"):
+        return "eV"
+    if base in ("forces", "non_conservative_force", "non_conservative_forces"):
+        return "eV/A"
+    if base in ("stress", "non_conservative_stress"):
+        return "eV/A^3"
+    return ""
+
 
 def _summarize(u, q, kind, max_lambda, rows, n_structures, residual_degrees=()):
-    """Error, spectrum and rest per structure of ``u [K, R, ...]``, whose row
+    """Error, spectrum and the weight above ``max_lambda`` per structure of ``u [K, R, ...]``, whose row
     ``r`` belongs to structure ``rows[r]``."""
     n_rows = u.shape[1]
     flat = u.reshape(u.shape[0], n_rows, -1)
@@ -200,19 +236,22 @@ def _summarize(u, q, kind, max_lambda, rows, n_structures, residual_degrees=()):
         norm2 += torch.tensordot(w, (block * block).sum(-1), dims=1).cpu()
     counts = per_structure(torch.ones(n_rows))
     if kind in metrics.TRANSFORMABLE:
-        err = metrics.equivariance_error(u, q, kind).reshape(n_rows, -1)
-        error = (per_structure(err.pow(2).mean(1)) / counts).sqrt()
+        err = metrics.equivariance_error(u, q, kind).reshape(n_rows, -1).cpu()
+        row_error = err.pow(2).mean(1).sqrt()
+        error = (per_structure(row_error.pow(2)) / counts).sqrt()
     else:
+        row_error = torch.full((n_rows,), float("nan"), dtype=torch.float64)
         error = torch.full((n_structures,), float("nan"), dtype=torch.float64)
     spec = {key: per_structure(value) for key, value in spec.items()}
-    total = sum(spec.values())
+    total = torch.stack(list(spec.values())).sum(0)
     norm2 = per_structure(norm2)
-    scale = torch.where(total > 0, total, torch.ones_like(total))
+    scale = torch.where(norm2 > 0, norm2, torch.ones_like(norm2))
     entry = {
         "kind": kind,
         "error": error.numpy(),
+        "error_rows": row_error.numpy(),
         "spectrum": {key: (value / scale).numpy() for key, value in spec.items()},
-        "rest": (1 - total / torch.where(norm2 > 0, norm2, torch.ones_like(norm2))).numpy(),
+        "above": ((norm2 - total) / scale).numpy(),
     }
     if residual_degrees:
         predicted = predict_residuals(u, q, kind, residual_degrees)
@@ -244,7 +283,7 @@ def _merge(entries: list[dict]) -> dict:
     """Concatenate per-structure entries (one per evaluated structure)."""
     first = entries[0]
     merged = {"kind": first["kind"]}
-    for key in ("error", "rest"):
+    for key in ("error", "error_rows", "above"):
         merged[key] = np.concatenate([e[key] for e in entries])
     merged["spectrum"] = {
         b: np.concatenate([e["spectrum"][b] for e in entries]) for b in first["spectrum"]
@@ -316,10 +355,15 @@ def diagnose(
         for name, u in out.items():
             u = u.unsqueeze(1) if (len(group) == 1 and not out.per_atom[name]) else u
             deg = residual_degrees if name in _PHYSICAL else ()
-            entry = _summarize(
-                u, q, out.kinds[name], max_lambda, _rows(out, name, n_atoms), len(group), deg
-            )
+            rows = _rows(out, name, n_atoms)
+            entry = _summarize(u, q, out.kinds[name], max_lambda, rows, len(group), deg)
             entries.setdefault(name, []).append(entry)
+            if out.kinds[name] == "rank2":
+                for lam, part in rank2_parts(u).items():
+                    if lam == 1 and not bool(part.abs().max() > 1e-12 * u.abs().max()):
+                        continue  # no antisymmetric part to report
+                    sub = _summarize(part, q, "rank2", max_lambda, rows, len(group))
+                    entries.setdefault(f"{name}[lambda={lam}]", []).append(sub)
         if capture is not None:
             counts = _full_list_counts(out, len(group[0]))
             for label, (feats, shape) in capture.stacked(out.plan).items():
@@ -329,4 +373,20 @@ def diagnose(
                     feats, q, "scalar", max_lambda, torch.zeros(1, dtype=torch.long), 1
                 )
                 entries.setdefault(f"layer:{label}", []).append({**entry, "kind": "layer"})
-    return Diagnosis(q, max_lambda, {name: _merge(parts) for name, parts in entries.items()})
+    merged = {name: _merge(parts) for name, parts in entries.items()}
+    for name, abs_error in model_errors(adapter, frames, properties, batch_size).items():
+        merged[name]["abs_error"] = abs_error
+        merged[name]["accuracy"] = compare(abs_error, merged[name]["error_rows"])
+    return Diagnosis(q, max_lambda, merged)
+
+
+def rank2_parts(u: torch.Tensor) -> dict[int, torch.Tensor]:
+    r"""The O(3) parts of rank-2 responses ``u [..., 3, 3]``: isotropic
+    :math:`\lambda = 0` (:math:`\mathrm{tr}(S)/3\, I`), antisymmetric
+    :math:`\lambda = 1` (:math:`(S - S^T)/2`) and symmetric traceless
+    :math:`\lambda = 2`; each is still a rank-2 tensor, they sum to ``u``
+    and are mutually orthogonal, so their squared errors add up."""
+    eye = torch.eye(3, dtype=u.dtype, device=u.device)
+    iso = torch.diagonal(u, dim1=-2, dim2=-1).sum(-1)[..., None, None] * eye / 3
+    anti = (u - u.transpose(-1, -2)) / 2
+    return {0: iso, 1: anti, 2: u - iso - anti}

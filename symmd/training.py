@@ -28,6 +28,7 @@ import numpy as np
 
 from ._plotting import training_figure
 from .diagnose import diagnose
+from .models import EQUIVARIANT_SECTORS
 
 __all__ = [
     "TrainingDiagnosis",
@@ -36,17 +37,6 @@ __all__ = [
     "plot_training",
     "save_json",
 ]
-
-#: the sectors an exactly equivariant output lives in
-EQUIVARIANT_SECTORS = {
-    "energy": [(0, 1)],
-    "energies": [(0, 1)],
-    "forces": [(1, 1)],
-    "non_conservative_force": [(1, 1)],
-    "non_conservative_forces": [(1, 1)],
-    "stress": [(0, 1), (2, 1)],
-    "non_conservative_stress": [(0, 1), (2, 1)],
-}
 
 
 def _epoch_of(path: pathlib.Path) -> Optional[int]:
@@ -68,8 +58,9 @@ def find_checkpoints(folder: Union[str, os.PathLike]) -> tuple[list[str], list[i
         raise ValueError(
             f"cannot read an epoch number from {unnumbered}; name the files like epoch_012.ckpt"
         )
-    files.sort(key=_epoch_of)
-    return [str(f) for f in files], [_epoch_of(f) for f in files]
+    epochs = {f: int(_epoch_of(f) or 0) for f in files}
+    files.sort(key=epochs.__getitem__)
+    return [str(f) for f in files], [epochs[f] for f in files]
 
 
 @dataclasses.dataclass
@@ -114,8 +105,8 @@ class TrainingDiagnosis:
         """Fraction of the spectrum outside the sectors an exact model would
         fill (for layers and features: outside (0, +1)), at each epoch."""
         spec = self.spectrum(name)
-        allowed = EQUIVARIANT_SECTORS.get(name, [(0, 1)])
-        return 1.0 - sum(spec[b] for b in allowed)
+        allowed = EQUIVARIANT_SECTORS.get(name, ((0, 1),))
+        return 1.0 - np.sum([spec[b] for b in allowed], axis=0)
 
     def to_dict(self) -> dict:
         """JSON-ready: ``{"epochs", "quadrature", "max_lambda", "properties":

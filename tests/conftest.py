@@ -26,13 +26,9 @@ def random_rotations(n, seed=0, improper=True):
 
 def cual_cell(repeat=(2, 2, 2), seed=0, rattle=0.1):
     """Rattled fcc Cu/Al cell (32 atoms for the default repeat), periodic."""
-    import ase.build
+    from symmd.models import cual_cell as shipped_cell
 
-    atoms = ase.build.bulk("Cu", "fcc", a=3.7, cubic=True) * repeat
-    rng = np.random.default_rng(seed)
-    atoms.numbers[rng.random(len(atoms)) < 0.3] = 13
-    atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
-    return atoms
+    return shipped_cell(repeat, seed, rattle)
 
 
 def cu_cluster(n=13, seed=0):

@@ -238,6 +238,7 @@ def test_non_conservative_forces_are_back_rotated_and_averaged():
     assert np.allclose(raw["forces"], -atoms.positions + [0.2, -0.1, 0.05], atol=1e-12)
 
 
+@pytest.mark.slow
 def test_auto_quadrature_is_chosen_once_from_the_predicted_residual():
     """uniaxial-like toy: the point groups alias its lambda = 4 content; a
     loose tolerance takes a small rule, a strict one the icosahedral group."""

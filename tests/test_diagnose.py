@@ -1,6 +1,8 @@
 import json
 import re
 
+import ase
+import ase.io
 import numpy as np
 import pytest
 import torch
@@ -75,7 +77,7 @@ def test_analytic_model_gives_exact_sector_weights_and_parseval():
     c = torch.tensor([0.3, -0.2, 0.5]).double()  # the float32 parameter, as the model runs it
     assert forces["error"][0] == pytest.approx(float(c.norm()), abs=1e-12)
     for name in ("energy", "forces"):
-        assert abs(d.properties[name]["rest"][0]) < 1e-10  # Parseval
+        assert abs(d.properties[name]["above"][0]) < 1e-10  # Parseval
 
 
 def test_extra_outputs_of_a_metatomic_model_have_their_analytic_spectra():
@@ -136,7 +138,7 @@ def test_extra_outputs_of_a_metatomic_model_have_their_analytic_spectra():
     assert dipole["spectrum"][(1, 1)][0] == pytest.approx(1.0, abs=1e-12)
     assert dipole["error"][0] < 1e-12
     for entry in d.properties.values():
-        assert abs(entry["rest"][0]) < 1e-10  # everything is band-limited to lambda <= 3
+        assert abs(entry["above"][0]) < 1e-10  # everything is band-limited to lambda <= 3
 
 
 def test_statistics_over_structures_and_json(tmp_path):
@@ -144,11 +146,13 @@ def test_statistics_over_structures_and_json(tmp_path):
     d = diagnose(toy_metatomic_model(), frames, max_lambda=2)
     out = d.to_dict()
     json.loads(json.dumps(out))
-    assert out["quadrature"] == {"name": "I+inversion", "size": 120, "degree": 5}
+    assert out["quadrature"] == {"name": "so3design4x43+inversion", "size": 86, "degree": 4}
     for name in ("energy", "forces", "stress"):
         entry = out["properties"][name]
         assert len(entry["error"]) == 3
-        assert set(entry["spectrum"]) == {f"{lam},{s}" for lam in range(3) for s in (1, -1)}
+        assert set(entry["spectrum"]) == {f"{lam},{s}" for lam in range(3) for s in (1, -1)} | {
+            "above"
+        }
         assert entry["mean"]["error"] == pytest.approx(np.mean(entry["error"]), rel=1e-12)
         assert entry["std"]["2,1"] == pytest.approx(np.std(entry["spectrum"]["2,1"]), rel=1e-12)
         assert sum(v[1] for v in entry["spectrum"].values()) == pytest.approx(1.0, abs=1e-12)
@@ -165,10 +169,21 @@ def test_statistics_over_structures_and_json(tmp_path):
     # isotropic + v_x v_y / r^2: only lambda 0 and 2, polar
     assert energy[(0, 1)].min() > 0.9 and energy[(2, 1)].min() > 0
     assert max(energy[(1, 1)].max(), energy[(0, -1)].max()) < 1e-12
-    assert abs(np.array(out["properties"]["energy"]["rest"])).max() < 1e-10
-    assert min(out["properties"]["forces"]["rest"]) > 1e-4  # raw forces reach lambda = 3
-    d.plot(tmp_path / "spectrum.png")
-    assert (tmp_path / "spectrum.png").stat().st_size > 1000
+    assert abs(np.array(out["properties"]["energy"]["spectrum"]["above"])).max() < 1e-10
+    forces_above = np.array(out["properties"]["forces"]["spectrum"]["above"])
+    assert forces_above.min() > 1e-4  # raw forces reach lambda = 3
+    fig = d.plot(tmp_path / "spectrum.png")
+    # the plotted data: one panel per output, mean lines at the sector values, the
+    # weight above max_lambda as its own marker
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    ax = panels["forces"]
+    polar = [line for line in ax.get_lines() if line.get_label() == "polar (σ=+1)"][0]
+    assert np.allclose(
+        polar.get_ydata(), [d.properties["forces"]["spectrum"][(lam, 1)].mean() for lam in range(3)]
+    )
+    above = [line for line in ax.get_lines() if line.get_label() == "λ > 2"][0]
+    assert above.get_xdata()[0] == 3 and above.get_ydata()[0] == pytest.approx(forces_above.mean())
+    assert ax.get_yscale() == "log" and ax.get_xlabel() == "λ"
     table = d.table()
     assert "energy" in table and "predicted twirl residual" in table
 
@@ -212,11 +227,11 @@ def test_shipped_pet_spectrum_is_dominated_by_the_equivariant_sectors():
 def test_table_has_units_and_a_legend():
     d = diagnose(models.shipped_model(), cual_cell(seed=4), max_lambda=1)
     lines = d.table().splitlines()
-    assert lines[1].split() == ["property", "A", "(mean)", "unit", "0+", "0-", "1+", "1-"]
+    assert lines[1].split()[:8] == ["property", "A", "(mean)", "unit", "0+", "0-", "1+", "1-"]
     units = {line.split()[0]: line.split()[2] for line in lines[2:6]}
-    assert units == {"energy": "eV", "forces": "eV/A", "stress": "eV/A^3", "feature": "-"}
-    assert lines[-3].startswith("legend: A = equivariance error")
-    assert "polar (+) or axial (-)" in lines[-2]
+    assert units["energy"] == "eV" and units["forces"] == "eV/A" and units["stress"] == "eV/A^3"
+    assert set(units) == {"energy", "forces", "stress", "feature"}  # no mtt::aux::*
+    assert any(line.startswith("columns 'l+'/'l-'") for line in lines)
 
 
 def test_layer_spectra_of_per_atom_and_per_edge_features():
@@ -292,3 +307,101 @@ def test_metatrain_checkpoint_layers_drop_the_padded_neighbour_slots(pet_checkpo
     assert spectrum[(0, 1)][0] == pytest.approx(float(b0 / (b0 + b1)), rel=1e-5)
     # node and edge outputs of the first message-passing layer are both there
     assert {"layer:backend.gnn_layers.0[0]", "layer:backend.gnn_layers.0[1]"} <= set(d.properties)
+
+
+class LabTensor(torch.nn.Module):
+    """E = 0 and a constant lab-frame rank-2 output C (not symmetric)."""
+
+    extra_outputs = {"tensor": "rank2"}
+
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Parameter(
+            torch.tensor(
+                [[1.0, 0.4, -0.3], [0.1, 2.0, 0.5], [0.2, -0.6, -0.5]], dtype=torch.float64
+            )
+        )
+
+    def forward(self, positions, types, cell, pbc, system_index):
+        n = cell.shape[0]
+        energy = (positions.sum() * 0).expand(n)
+        return {"energy": energy, "tensor": self.c.expand(n, 3, 3)}
+
+
+def test_rank2_parts_have_exact_errors_and_spectra():
+    atoms = cu_cluster(4)
+    d = diagnose(LabTensor(), atoms, max_lambda=2, properties=["tensor"])
+    c = LabTensor().c.detach()
+    iso = torch.trace(c) / 3 * torch.eye(3, dtype=torch.float64)
+    anti = (c - c.T) / 2
+    two = c - iso - anti
+    expected = {
+        "tensor[lambda=0]": 0.0,
+        "tensor[lambda=1]": anti.norm(),
+        "tensor[lambda=2]": two.norm(),
+    }
+    for name, a in expected.items():
+        entry = d.properties[name]
+        assert entry["error"][0] == pytest.approx(float(a), abs=1e-12)
+        # a constant lab-frame output is invariant as a raw response: all in (0, +1)
+        assert entry["spectrum"][(0, 1)][0] == pytest.approx(1.0, abs=1e-12)
+    total = d.properties["tensor"]["error"][0]
+    assert total**2 == pytest.approx(float(anti.norm() ** 2 + two.norm() ** 2), rel=1e-12)
+    # every spectrum, with the weight above max_lambda, sums to one
+    for entry in d.properties.values():
+        assert sum(v[0] for v in entry["spectrum"].values()) + entry["above"][0] == pytest.approx(
+            1.0, abs=1e-12
+        )
+
+
+def test_symmetric_rank2_output_has_no_lambda1_part():
+    d = diagnose(toy_metatomic_model(), cual_cell(), max_lambda=2, properties=["stress"])
+    assert "stress[lambda=0]" in d.properties and "stress[lambda=2]" in d.properties
+    a2 = sum(
+        d.properties[f"stress[lambda={lam}]"]["error"][0] ** 2
+        for lam in (0, 1, 2)
+        if f"stress[lambda={lam}]" in d.properties
+    )
+    assert a2 == pytest.approx(d.properties["stress"]["error"][0] ** 2, rel=1e-10)
+
+
+def test_labelled_structures_get_model_error_beside_a(tmp_path):
+    from ase.calculators.emt import EMT
+
+    frames = []
+    for seed in range(2):
+        atoms = cual_cell(seed=seed, rattle=0.05)
+        atoms.calc = EMT()
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        frames.append(atoms)
+    path = tmp_path / "labelled.xyz"
+    ase.io.write(path, frames)
+    read = ase.io.read(path, ":")
+    model = models.shipped_model()
+    d = diagnose(model, read, max_lambda=1)
+    out = models.evaluate_rotated(models.load(model), read, torch.eye(3), ("energy", "forces"))
+    ref_f = np.concatenate([f.get_forces() for f in frames])
+    abs_f = np.linalg.norm(out["forces"][0].numpy() - ref_f, axis=1)
+    forces = d.properties["forces"]
+    assert np.allclose(forces["abs_error"], abs_f, atol=2e-6)  # float32 model
+    assert len(forces["error_rows"]) == len(abs_f) == 64
+    acc = forces["accuracy"]
+    assert acc["median_abs_error"] == pytest.approx(np.median(abs_f), abs=2e-6)
+    assert acc["ratio"] == pytest.approx(acc["median_abs_error"] / np.median(forces["error_rows"]))
+    energy = d.properties["energy"]
+    ref_e = np.array([f.get_potential_energy() for f in frames])
+    assert np.allclose(energy["abs_error"], np.abs(out["energy"][0].numpy() - ref_e), atol=1e-4)
+    assert (
+        "stress" in d.to_dict()["properties"] and "accuracy" in d.to_dict()["properties"]["stress"]
+    )
+    assert "model error against the labels" in d.table()
+    fig = d.plot_errors(tmp_path / "errors.png")
+    ax = [a for a in fig.axes if a.get_title() == "forces"][0]
+    medians = sorted(line.get_xdata()[0] for line in ax.get_lines())
+    assert np.allclose(
+        medians, sorted([np.median(abs_f), np.median(forces["error_rows"])]), rtol=1e-6
+    )
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "error (eV/A)"
+    unlabelled = diagnose(model, cual_cell(), max_lambda=1)
+    with pytest.raises(ValueError, match="no output has reference labels"):
+        unlabelled.plot_errors(tmp_path / "none.png")

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # MD runs and scripts: the full tier
+
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -17,6 +19,8 @@ EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
         ("symmetric_relaxation.py", "average: max |F| on the perfect lattice"),
         ("diagnose_model.py", "wrote {out}/diagnose_model.json"),
         ("adaptive_md.py", "log: {out}/adaptive_md.csv"),
+        ("phonons.py", "TA split at X"),
+        ("finetune_readout.py", "tuned, gamma=10 "),
     ],
 )
 def test_example_runs(name, expected, tmp_path):

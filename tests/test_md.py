@@ -10,6 +10,8 @@ from conftest import cu_cluster, cual_cell
 
 from symmd import SymmetryCalculator, metrics, models, o3
 
+pytestmark = pytest.mark.slow  # MD runs and scripts: the full tier
+
 
 @pytest.fixture(scope="module")
 def pets():

@@ -156,7 +156,7 @@ def test_metric_errors_name_the_problem():
         ),
     ):
         metrics.character_spectrum(torch.ones(len(q)), q, max_lambda=2)
-    proper = o3.quadrature(4, inversion=False)
+    proper = o3.point_group("I", inversion=False)
     with pytest.raises(
         ValueError,
         match=re.escape(

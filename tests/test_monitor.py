@@ -36,6 +36,7 @@ def pet():
     return models.load(models.shipped_model("pet-emt-cual"))
 
 
+@pytest.mark.slow
 def test_monitor_estimate_is_unbiased_over_200_seeds(pet):
     atoms = cual_cell(seed=11)
     reference_q = o3.quadrature(9)
@@ -85,6 +86,7 @@ def langevin(atoms, calc, temperature, seed, dt=2.0):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_stable_run_raises_no_flag_with_defaults(pet, seed):
     atoms = cual_cell(rattle=0.02, seed=seed)
@@ -105,6 +107,7 @@ def overlap(atoms):
     return (d / (r[:, None] + r[None])).min() < 0.4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_unstable_run_is_stopped_before_atoms_overlap(pet, seed, tmp_path):
     atoms = cual_cell(rattle=0.02, seed=seed)
@@ -114,7 +117,8 @@ def test_unstable_run_is_stopped_before_atoms_overlap(pet, seed, tmp_path):
     with pytest.raises(InstabilityError) as info:
         dyn.run(300)
     assert re.match(
-        rf"^step {info.value.step}: \w+ = \S+ (A is below 0.6 x the sum of covalent radii|exceeds its limit)",
+        rf"^step {info.value.step}: \w+ = \S+ (A is a collision: \S+ x the sum of covalent "
+        r"radii, below the limit 0.6|exceeds its limit)",
         str(info.value),
     )
     assert np.isfinite(atoms.positions).all() and not overlap(atoms)
@@ -187,6 +191,7 @@ def test_callable_action_and_determinism():
     assert first[0] == [0, 2, 4] and first == second
 
 
+@pytest.mark.slow
 def test_log_survives_an_interrupted_run(tmp_path):
     log = tmp_path / "killed.csv"
     script = textwrap.dedent(f"""

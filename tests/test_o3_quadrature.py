@@ -31,13 +31,14 @@ ALL_RULES = (
     [("lebedev", d) for d in range(1, 10)]
     + [("lebedev", d) for d in (12, 13)]
     + [("quadrature", d) for d in range(0, 10)]
+    + [("so3_design", d) for d in o3.design_degrees()]
 )
 
 
 @pytest.mark.parametrize("builder,degree", ALL_RULES)
 def test_rules_integrate_wigner_d_exactly_up_to_their_degree(builder, degree):
     q = getattr(o3, builder)(degree)
-    assert q.degree == degree if builder == "lebedev" else q.degree >= degree
+    assert q.degree == degree if builder != "quadrature" else q.degree >= degree
     assert exact_to(q, degree)
 
 
@@ -91,8 +92,47 @@ def test_lebedev_uses_degree_plus_one_in_plane_angles_and_positive_weights():
         assert bool((q.weights > 0).all())
 
 
+@pytest.mark.parametrize("degree", o3.design_degrees())
+def test_designs_are_positive_exact_to_their_degree_and_not_above(degree):
+    for inversion in (False, True):
+        q = o3.so3_design(degree, inversion=inversion)
+        assert q.degree == degree and bool((q.weights > 0).all())
+        assert abs(float(q.weights.sum()) - 1.0) < 1e-14
+        assert q.has_inversion == inversion
+        if inversion:  # both parities
+            assert exact_to(q, degree)
+        else:  # SO(3): sum_k w_k D^lam(R_k) = delta_lam0
+            for lam, d in enumerate(o3.wigner_d_series(degree, q.rotations)):
+                total = torch.einsum("k,kmn->mn", q.weights, d)
+                assert float((total - float(lam == 0)).abs().max()) < 1e-12
+        assert max(haar_integral_error(q, degree + 1, s) for s in (1, -1)) > 1e-3
+        assert len(q) < len(o3.lebedev(degree, inversion=inversion))
+    assert q.name == f"so3design{degree}x{len(q) // 2}+inversion"
+    assert torch.equal(q.rotations[len(q) // 2 :], -q.rotations[: len(q) // 2])
+
+
+def test_the_design_script_regenerates_the_shipped_rule():
+    from symmd.o3._design import KNOWN, solve_design
+
+    size, seed = KNOWN[4]
+    rot, w = solve_design(4, size, seed=seed)
+    q = o3.so3_design(4, inversion=False)
+    assert len(q) == size
+    assert np.allclose(rot, q.rotations.numpy(), atol=1e-8)
+    assert np.allclose(w, q.weights.numpy(), atol=1e-8)
+
+
+def test_unshipped_design_degree_is_rejected():
+    message = (
+        f"no SO(3) design of degree=5 is shipped; available degrees are "
+        f"{list(o3.design_degrees())}; use symmd.o3.quadrature(5)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        o3.so3_design(5)
+
+
 def test_quadrature_picks_the_smallest_rule_and_never_exceeds_metatomic():
-    expected = {0: 2, 1: 8, 2: 24, 3: 48, 4: 120, 5: 120}
+    expected = {0: 2, 1: 8, 2: 24, 3: 48, 4: 86, 5: 120, 6: 232, 7: 344, 8: 488, 9: 668}
     for degree, size in expected.items():
         assert len(o3.quadrature(degree)) == size
     for degree in range(1, 20):

@@ -126,6 +126,7 @@ def pet_errors():
     return model, atoms, measured
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tolerance", [1e-3, 1e-4, 1e-5])
 def test_recommended_degree_on_the_shipped_pet_is_within_2x_and_one_step(pet_errors, tolerance):
     model, atoms, measured = pet_errors

@@ -11,11 +11,12 @@ model that ships with symmd.
 from ._adapters import Adapter, AseAdapter, CallableAdapter, MetatomicAdapter
 from ._engine import PROPERTIES, PROPERTY_KINDS, chunk_plan, evaluate_rotated
 from ._load import load
-from ._outputs import Extra, Responses
-from ._shipped import SHIPPED_MODELS, shipped_model
+from ._outputs import EQUIVARIANT_SECTORS, Extra, Responses
+from ._shipped import SHIPPED_MODELS, cual_cell, shipped_model
 from ._structures import Batch, NeighborPairs, Structures, as_structures, neighbor_pairs
 
 __all__ = [
+    "EQUIVARIANT_SECTORS",
     "Adapter",
     "AseAdapter",
     "Batch",
@@ -30,6 +31,7 @@ __all__ = [
     "Structures",
     "as_structures",
     "chunk_plan",
+    "cual_cell",
     "evaluate_rotated",
     "load",
     "neighbor_pairs",

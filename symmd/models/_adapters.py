@@ -23,15 +23,13 @@ import torch
 from ase.calculators.calculator import BaseCalculator
 
 from ..metrics import COMPONENT_AXES, TRANSFORMABLE
-from ._outputs import Extra, tensormap_to_dense
+from ._outputs import RENAMED, Extra, tensormap_to_dense
 from ._structures import Batch, Structures, check_types
 
 __all__ = ["Adapter", "MetatomicAdapter", "CallableAdapter", "AseAdapter"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _NC_STRESS = "non_conservative_stress"
-# metatomic renamed these outputs (the old name stays declared as an alias)
-_RENAMED = {"features": "feature", "non_conservative_forces": "non_conservative_force"}
 
 
 class Adapter:
@@ -116,7 +114,7 @@ class MetatomicAdapter(Adapter):
                 f"the metatomic model has no 'energy' output; its outputs are {sorted(outputs)}"
             )
         self.non_conservative = bool(non_conservative)
-        names = [n for n in outputs if not (n in _RENAMED and _RENAMED[n] in outputs)]
+        names = [n for n in outputs if not (n in RENAMED and RENAMED[n] in outputs)]
         self._nc_forces = next(
             (n for n in ("non_conservative_force", "non_conservative_forces") if n in names), None
         )

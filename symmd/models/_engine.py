@@ -128,6 +128,7 @@ def evaluate_rotated(
     rotations: Union[Quadrature, torch.Tensor],
     properties: Sequence[str] = ("energy", "forces"),
     batch_size: Optional[int] = None,
+    differentiable: bool = False,
 ) -> Responses:
     """Evaluate ``model`` on every rotated copy of ``atoms``.
 
@@ -143,6 +144,10 @@ def evaluate_rotated(
         at once on an accelerator; on CPU, chunks of about
         ``CPU_ATOMS_PER_CALL`` atoms, which measured faster on CPU than one
         huge batch (``benchmarks/bench_batched.py``) and bounds the memory.
+    differentiable: keep the autograd graph of the responses with respect to
+        the model's parameters (forces and stress with ``create_graph=True``,
+        so that a loss on them can be back-propagated: a double backward).
+        Default ``False``: detached responses.
 
     Returns float64 responses in the rotated frame on the model's device, as
     a :class:`~symmd.models.Responses` dict (see the module docstring for
@@ -154,6 +159,11 @@ def evaluate_rotated(
             "symmd.models.load(model)"
         )
     adapter = model
+    if differentiable and not adapter.differentiable:
+        raise ValueError(
+            f"differentiable=True needs a torch model; a {type(adapter).__name__} has no "
+            "autograd graph"
+        )
     structures = atoms if isinstance(atoms, Structures) else as_structures(atoms)
     properties = _check_properties(properties, structures, adapter.declared_outputs())
     adapter.check(structures, properties)
@@ -178,7 +188,7 @@ def evaluate_rotated(
     for size in plan:
         copies = torch.arange(start, start + size, device=device)
         start += size
-        out = _evaluate_chunk(adapter, structures, pairs, rot, copies, properties)
+        out = _evaluate_chunk(adapter, structures, pairs, rot, copies, properties, differentiable)
         for key, value in out.items():
             if isinstance(value, Extra):
                 kinds[key] = (value.kind, value.per_atom)
@@ -189,7 +199,9 @@ def evaluate_rotated(
     return out
 
 
-def _evaluate_chunk(adapter, structures: Structures, pairs, rot, copies, properties):
+def _evaluate_chunk(
+    adapter, structures: Structures, pairs, rot, copies, properties, differentiable=False
+):
     n_sys = structures.n_systems
     rot_of_copy = rot[copies // n_sys]
     structure_of_copy = copies % n_sys
@@ -236,7 +248,7 @@ def _evaluate_chunk(adapter, structures: Structures, pairs, rot, copies, propert
         n_atoms=n_atoms,
         pairs=batch_pairs,
     )
-    with torch.set_grad_enabled(want_grad or torch.is_grad_enabled()):
+    with torch.set_grad_enabled(want_grad or differentiable or torch.is_grad_enabled()):
         out = adapter(batch, properties)
 
     energy = out["energy"]
@@ -254,21 +266,23 @@ def _evaluate_chunk(adapter, structures: Structures, pairs, rot, copies, propert
                 "differentiable with respect to positions; return them explicitly"
             )
         inputs = ([leaf_positions] if need_forces else []) + ([strain] if need_stress else [])
-        grads = torch.autograd.grad(energy.sum(), inputs)
+        grads = torch.autograd.grad(energy.sum(), inputs, create_graph=differentiable)
         if need_forces:
             out["forces"] = -grads[0]
         if need_stress:
             volume = torch.linalg.det(structures.cell[structure_of_copy]).abs()
             out["stress"] = grads[-1].to(torch.float64) / volume[:, None, None]
+
+    def keep(value: torch.Tensor) -> torch.Tensor:
+        return (value if differentiable else value.detach()).to(torch.float64)
+
     result = {}
     for key in properties:
         if key in PROPERTIES:
-            result[key] = out[key].detach().to(torch.float64)
+            result[key] = keep(out[key])
             continue
         for label, extra in out[key].items():
-            result[label] = Extra(
-                extra.values.detach().to(torch.float64), extra.kind, extra.per_atom
-            )
+            result[label] = Extra(keep(extra.values), extra.kind, extra.per_atom)
     return result
 
 

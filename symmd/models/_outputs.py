@@ -37,7 +37,23 @@ from typing import Optional
 
 import torch
 
-__all__ = ["Extra", "Responses", "kind_of_components"]
+__all__ = ["EQUIVARIANT_SECTORS", "RENAMED", "Extra", "Responses", "kind_of_components"]
+
+#: metatomic renamed these outputs (the old name stays declared as an alias)
+RENAMED = {"features": "feature", "non_conservative_forces": "non_conservative_force"}
+
+#: the physical outputs and the O(3) sectors (lambda, sigma) that an exactly
+#: equivariant model fills: scalars in (0, +1), vectors in (1, +1), a
+#: symmetric rank-2 tensor in (0, +1) + (2, +1)
+EQUIVARIANT_SECTORS = {
+    "energy": ((0, 1),),
+    "energies": ((0, 1),),
+    "forces": ((1, 1),),
+    "non_conservative_force": ((1, 1),),
+    "non_conservative_forces": ((1, 1),),
+    "stress": ((0, 1), (2, 1)),
+    "non_conservative_stress": ((0, 1), (2, 1)),
+}
 
 
 @dataclasses.dataclass

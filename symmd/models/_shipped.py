@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pathlib
 
-__all__ = ["SHIPPED_MODELS", "shipped_model"]
+import ase
+import numpy as np
+
+__all__ = ["SHIPPED_MODELS", "cual_cell", "shipped_model"]
 
 _DATA = pathlib.Path(__file__).resolve().parent.parent / "data"
 
@@ -30,3 +33,20 @@ def shipped_model(name: str = "pet-emt-cual") -> str:
     if not path.exists():
         raise FileNotFoundError(f"the shipped model file {path} is missing; reinstall symmd")
     return str(path)
+
+
+def cual_cell(
+    repeat: tuple[int, int, int] = (2, 2, 2), seed: int = 0, rattle: float = 0.0
+) -> ase.Atoms:
+    """The structure the shipped ``pet-emt-cual`` model is made for: fcc Cu
+    (a = 3.7 A, cubic cell) repeated ``repeat`` times (32 atoms for the
+    default), about 30% of the sites Al (seeded), positions rattled by a
+    Gaussian of ``rattle`` A (seeded). Periodic."""
+    import ase.build
+
+    atoms = ase.build.bulk("Cu", "fcc", a=3.7, cubic=True) * repeat
+    rng = np.random.default_rng(seed)
+    atoms.numbers[rng.random(len(atoms)) < 0.3] = 13
+    if rattle:
+        atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
+    return atoms

@@ -11,12 +11,14 @@ from ._quadrature import (
     LEBEDEV_ORDERS,
     Quadrature,
     check_orthogonal,
+    design_degrees,
     haar,
     lebedev,
     metatomic_size,
     point_group,
     quadrature,
     random_o3,
+    so3_design,
 )
 from ._wigner import character, proper_part, representation, wigner_d, wigner_d_series
 
@@ -26,6 +28,7 @@ __all__ = [
     "check_orthogonal",
     "cartesian_to_spherical",
     "character",
+    "design_degrees",
     "haar",
     "lebedev",
     "metatomic_size",
@@ -34,6 +37,7 @@ __all__ = [
     "quadrature",
     "random_o3",
     "representation",
+    "so3_design",
     "spherical_to_cartesian",
     "wigner_d",
     "wigner_d_series",

@@ -25,12 +25,19 @@ Rules known here, by size for a given degree:
   survives; it is a spherical harmonic of :math:`n`, which the Lebedev rule
   integrates exactly. Hence :math:`L + 1` angles suffice (metatomic's
   SymmetrizedCalculator uses :math:`2L + 1`).
+- Gauss-type SO(3) designs (degrees in :func:`design_degrees`): positive
+  rules solving the moment equations :math:`\sum_k w_k D^\lambda(R_k) =
+  \delta_{\lambda 0}` for :math:`\lambda \le L` with about
+  :math:`(L+1)(2L+1)(2L+3)/12` rotations, computed by this package
+  (:mod:`symmd.o3._design`, ``python -m symmd.o3._design`` regenerates them)
+  and stored in ``symmd/o3/data/so3_designs.npz`` in float64.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import pathlib
 from typing import Optional, Union
 
 import numpy as np
@@ -45,6 +52,8 @@ __all__ = [
     "haar",
     "quadrature",
     "LEBEDEV_ORDERS",
+    "design_degrees",
+    "so3_design",
 ]
 
 #: Orders of :func:`scipy.integrate.lebedev_rule` (its polynomial degree of
@@ -83,6 +92,7 @@ LEBEDEV_ORDERS = (
 )
 
 _GROUPS = {"D2": 1, "T": 2, "O": 3, "I": 5}
+_DESIGNS = pathlib.Path(__file__).parent / "data" / "so3_designs.npz"
 _ORTHO_TOL = 1e-8
 
 
@@ -293,6 +303,44 @@ def random_o3(m: int, rng: np.random.Generator) -> Quadrature:
     return Quadrature(torch.from_numpy(rot), w, None, f"random_o3({m})")
 
 
+@functools.cache
+def _designs_numpy() -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    out = {}
+    with np.load(_DESIGNS) as data:
+        for key in data.files:
+            if key.startswith("rotations_"):
+                degree = int(key.split("_")[1])
+                rot, w = data[key], data[f"weights_{degree}"]
+                for arr in (rot, w):
+                    arr.setflags(write=False)
+                out[degree] = (rot, w)
+    return out
+
+
+def design_degrees() -> tuple[int, ...]:
+    """Degrees of the shipped SO(3) designs (read from the package data)."""
+    return tuple(sorted(_designs_numpy()))
+
+
+def so3_design(degree: int, inversion: bool = True) -> Quadrature:
+    """A shipped Gauss-type SO(3) rule exact to ``degree`` (and not above).
+
+    Positive weights, about :math:`(L+1)(2L+1)(2L+3)/12` proper rotations,
+    found by solving the moment equations (:mod:`symmd.o3._design`);
+    ``inversion=True`` doubles it with every ``-g``, exact for both O(3)
+    parities. Named ``"so3design{degree}x{K}"`` (``+inversion``), float64.
+    """
+    degree = _check_degree(degree)
+    designs = _designs_numpy()
+    if degree not in designs:
+        raise ValueError(
+            f"no SO(3) design of degree={degree} is shipped; available degrees are "
+            f"{sorted(designs)}; use symmd.o3.quadrature({degree})"
+        )
+    rot, w = designs[degree]
+    return _make(rot, w, degree, f"so3design{degree}x{len(w)}", inversion)
+
+
 def _candidates(degree: int, inversion: bool):
     if degree == 0:
         yield _make(np.eye(3)[None], np.ones(1), 0, "identity", inversion)
@@ -300,6 +348,9 @@ def _candidates(degree: int, inversion: bool):
         if deg >= degree:
             yield point_group(name, inversion)
     yield lebedev(degree, inversion)
+    for deg in design_degrees():
+        if deg >= degree:
+            yield so3_design(deg, inversion)
 
 
 def quadrature(degree: int, inversion: bool = True) -> Quadrature:
@@ -312,9 +363,16 @@ def quadrature(degree: int, inversion: bool = True) -> Quadrature:
     1         D2                                  8
     2         T                                   24
     3         O                                   48
-    4, 5      I                                   120
-    >= 6      Lebedev x (degree + 1) in-plane     see :func:`lebedev`
+    4         SO(3) design, 43 rotations          86
+    5         I                                   120
+    6         SO(3) design, 116 rotations         232
+    7         SO(3) design, 172 rotations         344
+    8         SO(3) design, 244 rotations         488
+    9         Lebedev 9 x 10 in-plane             760
+    >= 10     Lebedev x (degree + 1) in-plane     see :func:`lebedev`
     ========  ==================================  ================
+
+    Designs: :func:`so3_design`; ties go to the point groups.
     """
     degree = _check_degree(degree)
     return min(_candidates(degree, inversion), key=len)

@@ -1,0 +1,313 @@
+"""symmd.finetune: the equivariance penalty, its gradient, the training loop,
+the saved models and the error messages."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+from conftest import cu_cluster
+
+import symmd
+from symmd.finetune import equivariance_penalty, read_labels
+from symmd.models import evaluate_rotated, load
+from symmd.o3 import random_o3
+
+
+class PairToy(torch.nn.Module):
+    """Pair energy ``sym e^-r + other e^-2r + breaking (v_z / r)^2 e^-r`` over all
+    pairs of each (non-periodic) structure: ``breaking`` alone breaks O(3)."""
+
+    def __init__(self, sym=1.0, breaking=0.2, other=0.5):
+        super().__init__()
+        self.sym = torch.nn.Parameter(torch.tensor(sym, dtype=torch.float64))
+        self.breaking = torch.nn.Parameter(torch.tensor(breaking, dtype=torch.float64))
+        self.other = torch.nn.Parameter(torch.tensor(other, dtype=torch.float64))
+
+    def forward(self, positions, types, cell, pbc, system_index):
+        n = positions.shape[0]
+        i, j = torch.triu_indices(n, n, 1)
+        same = system_index[i] == system_index[j]
+        i, j = i[same], j[same]
+        v = positions[j] - positions[i]
+        r = v.norm(dim=-1)
+        pair = (
+            self.sym * torch.exp(-r)
+            + self.other * torch.exp(-2 * r)
+            + self.breaking * (v[:, 2] / r) ** 2 * torch.exp(-r)
+        )
+        energy = torch.zeros(cell.shape[0], dtype=positions.dtype)
+        return {"energy": energy.index_add(0, system_index[i], pair)}
+
+
+def clusters(n=4, labelled=True):
+    frames = [cu_cluster(8, seed=s) for s in range(n)]
+    if labelled:
+        for atoms in frames:
+            atoms.calc = EMT()
+            energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+            atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+    return frames
+
+
+def draws(m=3, seed=0):
+    return random_o3(m, np.random.default_rng(seed))
+
+
+def test_engine_default_detached_and_differentiable_keeps_graph():
+    model = PairToy()
+    adapter = load(model)
+    frames, q = clusters(2, labelled=False), draws()
+    plain = evaluate_rotated(adapter, frames, q, ("energy", "forces"))
+    kept = evaluate_rotated(adapter, frames, q, ("energy", "forces"), differentiable=True)
+    for key in ("energy", "forces"):
+        assert not plain[key].requires_grad
+        assert kept[key].requires_grad
+        assert torch.equal(plain[key], kept[key].detach())
+    # forces keep their graph w.r.t. the parameters (double backward)
+    (grad,) = torch.autograd.grad(kept["forces"].pow(2).sum(), [model.breaking])
+    assert grad.abs() > 0
+
+
+def test_penalty_zero_for_equivariant_positive_for_breaking():
+    frames, q = clusters(3, labelled=False), draws()
+    zero = equivariance_penalty(PairToy(breaking=0.0), frames, q)
+    positive = equivariance_penalty(PairToy(breaking=0.2), frames, q)
+    assert float(zero) < 1e-28
+    assert float(positive) > 1e-7
+
+
+def test_penalty_gradient_matches_finite_differences():
+    frames, q = clusters(2, labelled=False), draws(4, seed=3)
+    model = PairToy(breaking=0.3)
+    params = [model.sym, model.breaking, model.other]
+    penalty = equivariance_penalty(model, frames, q, scales={"energy": 0.5, "forces": 2.0})
+    grads = torch.autograd.grad(penalty, params)
+    h = 1e-5
+    for param, grad in zip(params, grads):
+        values = []
+        for step in (h, -h):
+            with torch.no_grad():
+                param += step
+            values.append(
+                float(equivariance_penalty(model, frames, q, scales={"energy": 0.5, "forces": 2.0}))
+            )
+            with torch.no_grad():
+                param -= step
+        fd = (values[0] - values[1]) / (2 * h)
+        assert abs(float(grad) - fd) <= 1e-7 * abs(float(penalty)) / h + 1e-6 * abs(fd)
+    assert float(grads[1]) > 0  # the breaking weight is the one that matters
+    assert abs(float(grads[0])) < 1e-15 and abs(float(grads[2])) < 1e-15
+
+
+def test_large_gamma_without_labels_removes_only_the_breaking_parameter():
+    model = PairToy(breaking=0.2)
+    result = symmd.finetune(
+        model,
+        clusters(4, labelled=False),
+        gamma=100.0,
+        labels=False,
+        trainable=["sym", "breaking"],
+        epochs=40,
+        lr=0.01,
+        batch_size=2,
+        seed=0,
+        degree=4,
+        progress=False,
+    )
+    tuned = result.model
+    assert abs(float(tuned.breaking)) < 0.01  # from 0.2
+    # its gradient is zero up to round-off (see the finite-difference test), which
+    # Adam's scale-free step (g / (sqrt(v) + 1e-8)) turns into a drift
+    # more than 1000x smaller than the change of the breaking weight
+    assert abs(float(tuned.sym) - 1.0) < 1e-4
+    assert float(model.breaking) == 0.2  # the input module is not modified
+    a_f = result.metrics["metrics"]["forces"]["A_rms"]
+    assert result.history[-1]["L_sigma"] < 1e-2 * result.history[0]["L_sigma"]
+    assert a_f > 0
+
+
+def test_frozen_parameters_bit_identical(tmp_path):
+    model = PairToy(breaking=0.2)
+    result = symmd.finetune(
+        model,
+        clusters(4),
+        gamma=1.0,
+        trainable="breaking",
+        epochs=2,
+        lr=0.01,
+        batch_size=2,
+        seed=0,
+        degree=2,
+        out=tmp_path,
+        progress=False,
+    )
+    tuned = result.model
+    assert torch.equal(tuned.sym, model.sym) and torch.equal(tuned.other, model.other)
+    assert not torch.equal(tuned.breaking, model.breaking)
+    saved = torch.load(result.paths["state_dict"])
+    assert torch.equal(saved["breaking"], tuned.breaking)
+    written = json.loads((tmp_path / "gamma_1" / "result.json").read_text())
+    assert written["trainable"] == ["breaking"]
+    assert written["metrics"]["forces"]["mae"] == result.metrics["metrics"]["forces"]["mae"]
+
+
+def test_labels_from_info_and_arrays_metatrain_names():
+    import ase.build
+
+    atoms = ase.build.bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.info["energy"] = -1.5
+    atoms.arrays["forces"] = np.arange(12.0).reshape(4, 3)
+    atoms.info["virial"] = np.arange(9.0).reshape(3, 3)
+    _, labels = read_labels([atoms])
+    assert labels["energy"] == [-1.5]
+    np.testing.assert_array_equal(labels["forces"][0], np.arange(12.0).reshape(4, 3))
+    np.testing.assert_allclose(labels["stress"][0], -np.arange(9.0).reshape(3, 3) / 3.6**3)
+
+
+def test_errors(tmp_path, pet_checkpoint):
+    frames = clusters(2)
+    exported = tmp_path / "model.pt"
+    exported.write_bytes(b"")
+    with pytest.raises(ValueError) as error:
+        symmd.finetune(str(exported), frames, gamma=1.0)
+    assert str(error.value) == (
+        f"checkpoint={str(exported)!r} is not a metatrain checkpoint: an exported model "
+        "(.pt) is TorchScript and cannot be trained; pass the .ckpt it was exported from"
+    )
+    with pytest.raises(ValueError) as error:
+        symmd.finetune(PairToy(), frames, gamma=1.0, trainable=["head*"])
+    assert str(error.value) == (
+        "no parameter matches trainable=['head*']; the model's parameters are "
+        "['sym', 'breaking', 'other']"
+    )
+    with pytest.raises(ValueError) as error:
+        symmd.finetune(PairToy(), clusters(2, labelled=False), gamma=1.0)
+    assert str(error.value) == (
+        "the training set has no energy labels (looked for the ASE calculator results and "
+        "atoms.info['energy']); label the structures, or pass labels=False to train on the "
+        "equivariance penalty alone"
+    )
+    with pytest.raises(ValueError) as error:
+        symmd.finetune(pet_checkpoint, frames, gamma=[1.0, -0.5])
+    assert str(error.value) == "gamma must be a number >= 0 (or a list of them), got -0.5"
+    with pytest.raises(ValueError, match=re.escape("rotations must be an int >= 2, got 1")):
+        symmd.finetune(pet_checkpoint, frames, gamma=1.0, rotations=1)
+
+
+@pytest.mark.slow
+def test_pet_checkpoint_round_trip(tmp_path, pet_checkpoint):
+    from metatomic_ase import MetatomicCalculator
+    from metatrain.utils.io import load_model
+
+    frames = clusters(3)
+    results = symmd.finetune(
+        pet_checkpoint,
+        frames,
+        valid=frames[:2],
+        gamma=[0.0, 10.0],
+        epochs=1,
+        lr=1e-2,
+        batch_size=2,
+        seed=0,
+        degree=2,
+        out=tmp_path,
+        progress=False,
+    )
+    assert (tmp_path / "tradeoff.png").stat().st_size > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [run["gamma"] for run in summary] == [0.0, 10.0]
+    original = load_model(pet_checkpoint)
+    probe = clusters(1, labelled=False)[0]
+    probe.positions += 0.05
+    for result in results:
+        tuned = dict(result.model.named_parameters())
+        for name, value in original.named_parameters():
+            trainable = name in result.metrics["trainable"]
+            assert torch.equal(value, tuned[name]) != trainable, name
+        reference = evaluate_rotated(load(result.model), probe, torch.eye(3))
+        for path in (result.paths["checkpoint"], result.paths["model"]):
+            again = evaluate_rotated(load(str(path)), probe, torch.eye(3))
+            for key in ("energy", "forces"):
+                torch.testing.assert_close(again[key], reference[key], rtol=1e-6, atol=1e-6)
+        atoms = probe.copy()
+        atoms.calc = MetatomicCalculator(str(result.paths["model"]))
+        np.testing.assert_allclose(
+            atoms.get_potential_energy(), float(reference["energy"][0]), rtol=1e-6, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            atoms.get_forces(), reference["forces"][0].numpy(), rtol=1e-5, atol=1e-5
+        )
+
+
+@pytest.mark.slow
+def test_cli_finetune(tmp_path, pet_checkpoint, capsys):
+    import ase.io
+
+    from symmd.cli import main
+
+    ase.io.write(tmp_path / "train.extxyz", clusters(2))
+    ase.io.write(tmp_path / "plain.extxyz", clusters(2, labelled=False))
+    out = tmp_path / "out"
+    args = ["finetune", pet_checkpoint, "--train", str(tmp_path / "train.extxyz"), "-o", str(out)]
+    assert main([*args, "--gamma", "0", "1", "--epochs", "1", "--degree", "2", "--quiet"]) == 0
+    assert (out / "tradeoff.png").exists()
+    assert (out / "gamma_1" / "model.pt").exists()
+    printed = capsys.readouterr().out
+    assert "   gamma  E MAE meV/at" in printed and f"wrote {out}/summary.json" in printed
+    plain = ["finetune", pet_checkpoint, "--train", str(tmp_path / "plain.extxyz"), "-o", str(out)]
+    assert main([*plain, "--gamma", "1"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "symmd finetune: error: the training set has no energy labels"
+    )
+    assert main([*args, "--gamma", "-1"]) == 2
+    assert capsys.readouterr().err == (
+        "symmd finetune: error: gamma must be a number >= 0 (or a list of them), got -1.0\n"
+    )
+
+
+class NCToy(PairToy):
+    """PairToy plus a non-conservative force output: ``radial`` times the
+    position relative to the centroid (equivariant) plus ``field`` along the lab
+    z axis (breaks O(3))."""
+
+    extra_outputs = {"non_conservative_force": "vector"}
+
+    def __init__(self):
+        super().__init__(breaking=0.0)
+        self.radial = torch.nn.Parameter(torch.tensor(0.3, dtype=torch.float64))
+        self.field = torch.nn.Parameter(torch.tensor(0.2, dtype=torch.float64))
+
+    def forward(self, positions, types, cell, pbc, system_index):
+        out = super().forward(positions, types, cell, pbc, system_index)
+        count = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(
+            0, system_index, torch.ones_like(positions[:, 0])
+        )
+        centroid = torch.zeros_like(cell[:, 0]).index_add(0, system_index, positions)
+        relative = positions - (centroid / count[:, None])[system_index]
+        lab_z = torch.tensor([0.0, 0.0, 1.0], dtype=positions.dtype)
+        out["non_conservative_force"] = self.radial * relative + self.field * lab_z
+        return out
+
+
+def test_non_conservative_outputs_enter_the_penalty():
+    result = symmd.finetune(
+        NCToy(),
+        clusters(4),
+        gamma=1000.0,
+        trainable=["radial", "field"],
+        epochs=30,
+        lr=0.01,
+        batch_size=2,
+        seed=0,
+        degree=2,
+        progress=False,
+    )
+    measured = result.metrics["metrics"]
+    assert set(measured) >= {"energy", "forces", "non_conservative_force"}
+    assert "mae" in measured["non_conservative_force"]  # against the force labels
+    assert abs(float(result.model.field)) < 0.02  # from 0.2
+    assert measured["forces"]["A_rms"] < 1e-12  # the conservative part is exact
