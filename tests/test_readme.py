@@ -41,6 +41,6 @@ def test_quickstart_runs_as_pasted(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "md.csv").read_text() == "an older log\n"
     assert len((tmp_path / "md.1.csv").read_text().splitlines()) == 3  # header + steps 0, 10
     assert (tmp_path / "spectrum.png").stat().st_size > 1000
-    assert "legend:" in out and "unit" in out
+    assert "columns 'l+'/'l-'" in out and " unit " in out
     noisy = [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
     assert not noisy, [f"{w.category.__name__}: {w.message} ({w.filename})" for w in noisy]
