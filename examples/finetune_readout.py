@@ -41,7 +41,7 @@ from generate_data import make_plate  # noqa: E402 (EMT plates, seeded)
 
 QUICK = bool(os.environ.get("SYMMD_EXAMPLE_QUICK"))
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("-o", "--output", help="folder for the tuned models, JSON and figure")
+parser.add_argument("-o", "--output", "--out", help="folder for the tuned models, JSON and figure")
 parser.add_argument(
     "--gamma", type=float, nargs="+", default=[0.0, 10.0] if QUICK else [0.0, 1e2, 1e3, 1e4]
 )
@@ -88,8 +88,16 @@ def md_rel_force_error(model) -> float:
     rng = np.random.default_rng(0)
     monitor = Monitor(every=5, rotations=4, seed=0, action="warn", timestep=1.0)
     atoms.calc = SymmetryCalculator(model, monitor=monitor)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=rng)
-    Langevin(atoms, 1 * units.fs, temperature_K=300, friction=0.02, rng=rng).run(args.steps)
+    try:  # ASE >= 3.29
+        from ase.md.velocitydistribution import thermalize_momenta
+
+        thermalize_momenta(atoms, 300, rng=rng)
+    except ImportError:
+        MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=rng)
+    # friction 0.02 1/fs (ASE takes it in its own time unit)
+    Langevin(
+        atoms, 1 * units.fs, temperature_K=300, friction=0.02 / units.fs, fixcm=False, rng=rng
+    ).run(args.steps)
     return float(np.median([row["rel_forces"] for row in monitor.history]))
 
 

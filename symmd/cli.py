@@ -1,134 +1,92 @@
-"""The ``symmd`` command: ``md``, ``diagnose``, ``training``, ``finetune`` and ``plot``.
+"""The ``symmd`` command: ``md``, ``diagnose``, ``training``, ``finetune``, ``plot``, ``models``.
 
 Errors in the arguments or the inputs end with one line on stderr and exit
-status 2; a run stopped by the monitor exits with status 3 and its reason.
+status 2; a run stopped by the monitor exits with status 3 and its reason;
+Ctrl-C ends ``symmd md`` after the current step with status 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import math
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import Optional
 
-__all__ = ["main"]
+from ._logplot import plot_log
+from ._md_command import default_structure, model_path, read_frames, run_md
+
+__all__ = ["default_structure", "main", "plot_log"]
+
+MODEL_HELP = (
+    "exported metatomic model (.pt), metatrain checkpoint (.ckpt: unpickled, load only "
+    "files you trust) or a shipped model name, see `symmd models` (default: pet-emt-cual)"
+)
 
 
-def default_structure():
-    """The built-in structure: the 32-atom fcc Cu/Al cell of the shipped model."""
-    from .models import cual_cell
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``PROG: error: MESSAGE`` on stderr, exit 2."""
 
-    return cual_cell()
-
-
-def _read(path: Optional[str], index=-1):
-    if path is None:
-        return default_structure()
-    import ase.io
-
-    return ase.io.read(path, index=index)
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _model(name: Optional[str]) -> str:
-    from .models import SHIPPED_MODELS, shipped_model
+def _number(kind, low: float, strict: bool, what: str):
+    """An argparse type: a finite ``kind`` above ``low`` (strictly or not)."""
 
-    if name is None:
-        return shipped_model()
-    return shipped_model(name) if name in SHIPPED_MODELS else name
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (strict and value == low):
+            bound = f"> {low:g}" if strict else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {what} {bound}, got {text!r}")
+        return value
+
+    return parse
+
+
+_POSITIVE = _number(float, 0, True, "a number")
+_NON_NEGATIVE = _number(float, 0, False, "a number")
+_COUNT = _number(int, 0, False, "an integer")
+_POSITIVE_INT = _number(int, 0, True, "an integer")
+
+
+def _threads(args) -> None:
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def _md(args) -> int:
-    import numpy as np
-    from ase import units
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-    from ase.md.verlet import VelocityVerlet
-    from tqdm import tqdm
-
-    from . import InstabilityError, Monitor, SymmetryCalculator
-
-    atoms = _read(args.structure)
-    rng = np.random.default_rng(args.seed)
-    monitor = None
-    if args.monitor_every > 0:
-        monitor = Monitor(
-            every=args.monitor_every,
-            action=args.action,
-            log=args.log,
-            seed=args.seed,
-            ensemble=args.ensemble,
-            timestep=args.timestep,
-        )
-    calc = SymmetryCalculator(
-        _model(args.model),
-        symmetrize=args.symmetrize,
-        quadrature=args.degree,
-        tolerance=args.tolerance,
-        monitor=monitor,
-        device=args.device,
-        seed=args.seed,
-    )
-    atoms.calc = calc
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        MaxwellBoltzmannDistribution(atoms, temperature_K=args.temperature, rng=rng)
-    dt = args.timestep * units.fs
-    if args.ensemble == "nve":
-        dyn = VelocityVerlet(atoms, dt)
-    else:
-        dyn = Langevin(atoms, dt, temperature_K=args.temperature, friction=args.friction, rng=rng)
-    if args.trajectory:
-        import ase.io
-
-        def write_frame():
-            ase.io.write(args.trajectory, atoms, format="extxyz", append=True)
-
-        open(args.trajectory, "w").close()
-        dyn.attach(write_frame, interval=args.trajectory_every)
-    bar = tqdm(total=args.steps, desc="symmd md", unit="step", disable=args.quiet)
-
-    def update():
-        if dyn.nsteps == 0:  # observers also run once before the first step
-            return
-        post = {"T": f"{atoms.get_temperature():.0f}K", "mode": calc.mode}
-        if monitor is not None and monitor.history:
-            post["A_F/F"] = f"{monitor.history[-1].get('rel_forces', float('nan')):.2e}"
-        bar.set_postfix(post, refresh=False)
-        bar.update(1)
-
-    dyn.attach(update, interval=1)
+    _threads(args)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", FutureWarning)
-            dyn.run(args.steps)
-    except InstabilityError as error:
-        bar.close()
-        where = f"; log: {args.log}" if args.log else ""
-        print(f"symmd md: stopped: {error}{where}", file=sys.stderr)
-        return 3
-    bar.close()
-    if calc.recommendation is not None:
-        print(f"symmd md: --degree auto chose {calc.recommendation}")
-    print(
-        f"symmd md: {args.steps} steps done, mode {calc.mode}, "
-        f"{len(monitor.events) if monitor else 0} flags"
-        + (f"; log: {args.log}" if args.log and monitor else "")
-    )
+        return run_md(args)
+    except ValueError as error:  # say the command-line spelling of the fix
+        raise ValueError(str(error).replace("max_copies=None", "--max-copies 0")) from None
+
+
+def _models(args) -> int:
+    from .models import SHIPPED_MODELS, shipped_model
+
+    for name, (_, description) in SHIPPED_MODELS.items():
+        print(f"{name:<22}{description}")
+        if args.paths:
+            print(f"{'':<22}{shipped_model(name)}")
     return 0
 
 
 def _diagnose(args) -> int:
     from .diagnose import diagnose
 
+    _threads(args)
     frames = []
     for path in args.structures or [None]:
-        read = _read(path, index=":") if path else [default_structure()]
-        frames.extend(read)
+        frames.extend(read_frames(path) if path else [default_structure()])
     result = diagnose(
-        _model(args.model),
+        model_path(args.model),
         frames,
         max_lambda=args.max_lambda,
         quadrature=args.degree,
@@ -151,6 +109,7 @@ def _training(args) -> int:
 
     from .training import diagnose_training, plot_training, save_json
 
+    _threads(args)
     frames = ase.io.read(args.structures, index=args.index)
     frames = frames if isinstance(frames, list) else [frames]
     runs = {}
@@ -180,6 +139,7 @@ def _training(args) -> int:
 def _finetune(args) -> int:
     from .finetune import DEFAULT_TRAINABLE, finetune
 
+    _threads(args)
     results = finetune(
         args.checkpoint,
         args.train,
@@ -217,50 +177,12 @@ def _degree(text: str):
     if text == "auto":
         return text
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer degree or 'auto', got {text!r}"
-        ) from None
-
-
-def plot_log(log: str, figure: str) -> None:
-    """Figure of a monitor log: equivariance error, temperature and energy
-    against time (or step), with mode switches and flags marked."""
-    from ._plotting import pyplot
-
-    with open(log) as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ValueError(f"the log {log!r} has no rows")
-
-    def col(name, subset):
-        return [float(r[name]) if r.get(name) not in (None, "") else float("nan") for r in subset]
-
-    data = [r for r in rows if r.get("rel_forces")]
-    use_time = data and all(r.get("time_fs") not in ("", "nan") for r in data)
-    xname, xlabel = ("time_fs", "time (fs)") if use_time else ("step", "step")
-    plt = pyplot()
-    fig, axes = plt.subplots(3, 1, figsize=(6, 6.5), sharex=True)
-    axes[0].plot(col(xname, data), col("rel_forces", data), "o-", ms=3)
-    axes[0].set_ylabel("A_F / F_rms")
-    axes[0].set_yscale("log")
-    axes[1].plot(col(xname, data), col("temperature", data), "-", color="C1")
-    axes[1].set_ylabel("T (K)")
-    axes[2].plot(col(xname, data), col("etot", data), "-", color="C2", label="E_tot")
-    axes[2].plot(col(xname, data), col("epot", data), "-", color="C3", label="E_pot")
-    axes[2].set_ylabel("energy (eV)")
-    axes[2].legend(fontsize=7)
-    axes[2].set_xlabel(xlabel)
-    for r in rows:
-        if r.get("flags"):
-            x = float(r[xname]) if r.get(xname) not in ("", "nan", None) else float(r["step"])
-            color = "C2" if r["flags"].startswith("switch") else "C3"
-            for ax in axes:
-                ax.axvline(x, color=color, alpha=0.4, lw=1)
-    fig.tight_layout()
-    fig.savefig(figure, dpi=120)
-    plt.close(fig)
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer degree or 'auto', got {text!r}")
+    return value
 
 
 def _plot(args) -> int:
@@ -272,87 +194,168 @@ def _plot(args) -> int:
 def _spectrum_options(parser: argparse.ArgumentParser) -> None:
     """The options that ``diagnose`` and ``training`` pass to symmd.diagnose."""
     parser.add_argument(
-        "--max-lambda", type=int, default=4, help="highest order of the spectrum (default 4)"
+        "--max-lambda", type=_COUNT, default=4, help="highest order of the spectrum (default 4)"
     )
-    parser.add_argument("--degree", type=int, help="quadrature degree (default 2 x max-lambda)")
     parser.add_argument(
-        "--properties", nargs="+", help="outputs to diagnose (default: all the model has)"
+        "--degree", type=_COUNT, help="quadrature degree (default 2 x max-lambda, exact)"
+    )
+    parser.add_argument(
+        "--properties",
+        nargs="+",
+        help="outputs to diagnose (default: energy, forces, stress when periodic and the "
+        "outputs the model declares, except its internal mtt::aux::* ones)",
     )
     parser.add_argument(
         "--layers", nargs="+", help="submodules of an eager model (.ckpt) to diagnose too"
     )
-    parser.add_argument("--batch-size", type=int, help="rotated copies per model call")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="symmd",
-        description="Measure and restore the rotational symmetry of ML potentials in MD.",
+    parser.add_argument(
+        "--batch-size", type=_POSITIVE_INT, help="rotated copies per model call (memory bound)"
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _threads_option(parser)
 
+
+def _threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=_POSITIVE_INT,
+        help="CPU threads of torch (torch.set_num_threads; default: torch's, i.e. "
+        "OMP_NUM_THREADS or every core; on a shared machine use the cores you have)",
+    )
+
+
+def _md_parser(sub) -> None:
     md = sub.add_parser(
         "md",
         help="run monitored MD",
-        description="Run MD with a (symmetrized) model; the monitor stops an unstable run.",
+        description="Run MD with a (symmetrized) model; the monitor checks every step and "
+        "stops an unstable run (exit 3). Ctrl-C ends the run after the current step "
+        "(exit 130) with the log complete.",
     )
     md.add_argument(
         "structure",
         nargs="?",
-        help="structure file read by ASE (default: a built-in 32-atom Cu/Al cell)",
+        help="structure file read by ASE; slabs, wires and boxed molecules are fine "
+        "(default: a built-in 32-atom Cu/Al cell)",
     )
     md.add_argument(
-        "--model", help="metatomic .pt file or a shipped model name (default: pet-emt-cual)"
+        "--index",
+        type=int,
+        help="frame of a multi-frame structure file (default: the first, with a note)",
     )
-    md.add_argument("--steps", type=int, default=200, help="number of MD steps (default 200)")
-    md.add_argument("--timestep", type=float, default=2.0, help="time step in fs (default 2)")
+    md.add_argument("--model", help=MODEL_HELP)
+    md.add_argument("--steps", type=_COUNT, default=200, help="number of MD steps (default 200)")
+    md.add_argument("--timestep", type=_POSITIVE, default=2.0, help="time step in fs (default 2)")
     md.add_argument(
-        "--temperature", type=float, default=300.0, help="temperature in K (default 300)"
+        "--temperature",
+        type=_NON_NEGATIVE,
+        default=300.0,
+        help="temperature in K: of the Langevin bath and of the initial velocities (default 300)",
     )
     md.add_argument(
-        "--ensemble", choices=["nve", "langevin"], default="langevin", help="default langevin"
+        "--ensemble",
+        choices=["nve", "langevin"],
+        default="langevin",
+        help="langevin (NVT, default) or nve (velocity Verlet; the monitor then checks "
+        "energy drift)",
     )
     md.add_argument(
-        "--friction", type=float, default=0.02, help="Langevin friction in 1/fs (default 0.02)"
+        "--friction",
+        type=_POSITIVE,
+        help="Langevin friction in 1/fs (default 0.02, a 50 fs relaxation time)",
     )
     md.add_argument(
-        "--symmetrize", choices=["none", "project", "average", "adaptive"], default="none"
+        "--symmetrize",
+        choices=["none", "project", "average", "adaptive"],
+        default="none",
+        help="none: the raw model (default); project: zero net force (and net torque "
+        "without periodicity) and a symmetric stress, free; average: O(3) average over "
+        "the --degree rule (exactly equivariant); adaptive: raw until the monitor flags "
+        "a step, then averaging",
     )
     md.add_argument(
         "--degree",
         type=_degree,
         default=3,
-        help="quadrature degree for averaging, or 'auto' (smallest rule within --tolerance; default 3)",
+        help="quadrature degree for averaging, or 'auto' (smallest rule within --tolerance; "
+        "default 3: 48 rotated copies)",
     )
     md.add_argument(
         "--tolerance",
-        type=float,
+        type=_POSITIVE,
         default=1e-3,
         help="with --degree auto: largest RMS force residual of the average, eV/A (default 1e-3)",
     )
     md.add_argument(
+        "--max-copies",
+        type=_COUNT,
+        default=5000,
+        help="refuse averaging rules with more rotated copies than this, each a model "
+        "evaluation per step (default 5000; 0 allows any size)",
+    )
+    md.add_argument(
         "--monitor-every",
-        type=int,
+        type=_COUNT,
         default=10,
-        help="check every N steps; 0 turns the monitor off (default 10)",
+        help="estimate the equivariance error every N steps from 2 extra rotated "
+        "evaluations (default 10); 0 turns the estimate off, the per-step physical "
+        "checks (distances, forces, temperature, NaN) stay on",
     )
     md.add_argument(
         "--action",
         choices=["warn", "raise", "symmetrize"],
         default="raise",
-        help="reaction to a flagged step (default raise)",
+        help="reaction to a flagged step: raise stops the run with a one-line reason "
+        "(default), warn logs and continues, symmetrize switches to averaging. With "
+        "--symmetrize adaptive the first flag always switches to averaging and the "
+        "action applies to flags that persist while averaging (a collision)",
     )
     md.add_argument(
-        "--log", default="symmd-md.csv", help="CSV log of the monitor (default symmd-md.csv)"
+        "--log",
+        default="symmd-md.csv",
+        help="CSV log of the monitor (default symmd-md.csv); an existing file is kept "
+        "and the run logs to NAME.1.csv, NAME.2.csv, ... unless --overwrite",
     )
-    md.add_argument("--trajectory", help="extxyz trajectory to write")
+    md.add_argument("--overwrite", action="store_true", help="replace an existing --log")
+    md.add_argument("--trajectory", help="extxyz trajectory to write (replaced if it exists)")
     md.add_argument(
-        "--trajectory-every", type=int, default=10, help="write every N steps (default 10)"
+        "--trajectory-every",
+        type=_POSITIVE_INT,
+        default=10,
+        help="write every N steps (default 10)",
     )
-    md.add_argument("--device", help="torch device (default: the model's preferred)")
+    md.add_argument(
+        "--device", help="torch device: cpu, cuda, cuda:N, mps (default: the model's preferred)"
+    )
+    _threads_option(md)
     md.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
     md.set_defaults(run=_md)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    found = []
+    for name in ("torch", "ase", "metatomic-torch"):
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:  # pragma: no cover - depends on the install
+            found.append(f"{name} missing")
+    return f"symmd {__version__} ({', '.join(found)})"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="symmd",
+        description="Measure and restore the rotational symmetry of ML potentials in MD.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=_version(), help="print the versions and exit"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _md_parser(sub)
 
     diag = sub.add_parser(
         "diagnose",
@@ -364,9 +367,7 @@ def _parser() -> argparse.ArgumentParser:
         nargs="*",
         help="structure files (all frames are used; default: the built-in cell)",
     )
-    diag.add_argument(
-        "--model", help="metatomic .pt file or a shipped model name (default: pet-emt-cual)"
-    )
+    diag.add_argument("--model", help=MODEL_HELP)
     _spectrum_options(diag)
     diag.add_argument("--json", help="write the result as JSON")
     diag.add_argument("--plot", help="write the spectra as a figure")
@@ -382,7 +383,8 @@ def _parser() -> argparse.ArgumentParser:
         "runs",
         nargs="+",
         metavar="[LABEL=]FOLDER",
-        help="folder of checkpoints (*.ckpt, else *.pt) named with their epoch, e.g. epoch_012.ckpt",
+        help="folder of checkpoints (*.ckpt, else *.pt) named with their epoch, e.g. "
+        "epoch_012.ckpt (checkpoints are unpickled: use trusted files only)",
     )
     train.add_argument("--structures", required=True, help="structure file read by ASE")
     train.add_argument(
@@ -437,33 +439,38 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     tune.add_argument("-o", "--output", required=True, help="output folder")
+    _threads_option(tune)
     tune.set_defaults(run=_finetune)
 
     plot = sub.add_parser(
         "plot",
         help="plot a monitor log",
-        description="Plot the equivariance error, temperature and energy of a monitor log.",
+        description="Plot the equivariance error, temperature and energy of a monitor log "
+        "against time, with mode switches and flagged checks marked.",
     )
     plot.add_argument("log", help="CSV log written by symmd md / Monitor")
     plot.add_argument("-o", "--output", required=True, help="figure file (png, pdf, ...)")
     plot.set_defaults(run=_plot)
+
+    models = sub.add_parser(
+        "models",
+        help="list the shipped models",
+        description="The models that ship with symmd, usable as --model NAME.",
+    )
+    models.add_argument("--paths", action="store_true", help="print each model's file too")
+    models.set_defaults(run=_models)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``symmd`` command with ``argv`` (default: ``sys.argv[1:]``);
+    returns the exit status."""
     args = _parser().parse_args(argv)
-    for name in ("steps", "monitor_every", "trajectory_every"):
-        value = getattr(args, name, None)
-        if value is not None and value < 0:
-            print(
-                f"symmd {args.command}: error: --{name.replace('_', '-')} must be >= 0, got {value}",
-                file=sys.stderr,
-            )
-            return 2
     try:
         return args.run(args)
     except (ValueError, TypeError, FileNotFoundError, ImportError, OSError) as error:
-        print(f"symmd {args.command}: error: {error}", file=sys.stderr)
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"symmd {args.command}: error: {text}", file=sys.stderr)
         return 2
 
 

@@ -50,6 +50,8 @@ __all__ = ["diagnose", "Diagnosis"]
 
 #: outputs that get predicted twirl residuals (energies are summed into energy)
 _PHYSICAL = tuple(name for name in EQUIVARIANT_SECTORS if name != "energies")
+#: declared outputs left out by default (metatrain's internal bookkeeping)
+_INTERNAL = "mtt::aux::"
 _BLOCK = 4_000_000  # float64 values per block when reducing wide outputs
 
 
@@ -313,7 +315,9 @@ def diagnose(
         ``quadrature(2 * max_lambda)``.
     max_lambda: the highest order of the spectrum.
     properties: default ``energy``, ``forces``, ``stress`` (all structures
-        fully periodic) and every extra output the model declares.
+        fully periodic) and every extra output the model declares except
+        metatrain's internal auxiliaries (``mtt::aux::*``, e.g. cutoff
+        statistics), which can be asked for by name.
     layers: names of submodules of an eager torch module (a torch callable, a
         metatrain checkpoint ``.ckpt``; :meth:`Adapter.hook_root`) whose
         outputs get a spectrum too, as ``layer:<name>``.
@@ -331,7 +335,11 @@ def diagnose(
     if properties is None:
         periodic = all(f.pbc.all() for f in frames)
         properties = ["energy", "forces"] + (["stress"] if periodic else [])
-        properties += [p for p in adapter.declared_outputs() if periodic or "stress" not in p]
+        properties += [
+            p
+            for p in adapter.declared_outputs()
+            if (periodic or "stress" not in p) and not p.startswith(_INTERNAL)
+        ]
     residual_degrees = tuple(trusted_degrees(q.degree))
 
     groups = [frames] if not layers else [[frame] for frame in frames]

@@ -217,7 +217,22 @@ def test_shipped_pet_spectrum_is_dominated_by_the_equivariant_sectors():
     assert d.properties["energy"]["spectrum"][(0, 1)][0] > 0.9
     forces = d.properties["forces"]["spectrum"]
     assert forces[(1, 1)][0] == max(v[0] for v in forces.values())
-    assert "feature" in d.properties and "mtt::aux::energy_last_layer_features" in d.properties
+    # metatrain's internal auxiliaries are left out by default, available by name
+    assert "feature" in d.properties
+    assert not [name for name in d.properties if name.startswith("mtt::aux::")]
+    aux = "mtt::aux::energy_last_layer_features"
+    d = diagnose(models.shipped_model(), cual_cell(seed=4), max_lambda=1, properties=[aux])
+    assert set(d.properties) == {aux}
+
+
+def test_table_has_units_and_a_legend():
+    d = diagnose(models.shipped_model(), cual_cell(seed=4), max_lambda=1)
+    lines = d.table().splitlines()
+    assert lines[1].split()[:8] == ["property", "A", "(mean)", "unit", "0+", "0-", "1+", "1-"]
+    end = next(i for i, line in enumerate(lines) if line.startswith("columns 'l+'/'l-'"))
+    units = {line.split()[0]: line.split()[2] for line in lines[2:end]}
+    assert units["energy"] == "eV" and units["forces"] == "eV/A" and units["stress"] == "eV/A^3"
+    assert "feature" in units and not [n for n in units if n.startswith("mtt::aux::")]
 
 
 def test_layer_spectra_of_per_atom_and_per_edge_features():

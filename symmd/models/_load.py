@@ -6,11 +6,18 @@ hooks reach its layers); a metatomic ``AtomisticModel``; an eager metatrain
 model (anything with ``export()`` and ``requested_neighbor_lists()``); an ASE
 calculator; a torch callable with the batched signature of
 :class:`~symmd.models.CallableAdapter`; an adapter.
+
+Trust: a ``.ckpt`` is read by metatrain with full pickle
+(``torch.load(weights_only=False)``), which can run arbitrary code, and a
+``.pt`` is TorchScript, which runs the code it contains. Load only files
+from sources you trust.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from typing import Optional, Union
 
 import torch
@@ -21,15 +28,28 @@ from ._adapters import Adapter, AseAdapter, CallableAdapter, MetatomicAdapter
 __all__ = ["load"]
 
 
+@contextlib.contextmanager
+def _quiet_torchscript():
+    """Hide torch's "`torch.jit.*` is deprecated" warnings, which metatomic's
+    import and model loading trigger on every run (nothing the user can act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
+        )
+        yield
+
+
 def _first_line(error: Exception) -> str:
     text = str(error)
     return text.splitlines()[0] if text else ""
 
 
 def _load_checkpoint(path: str):
-    """An eager ``AtomisticModel`` from a metatrain checkpoint."""
+    """An eager ``AtomisticModel`` from a metatrain checkpoint (unpickled by
+    metatrain with ``weights_only=False``: trusted files only)."""
     try:
-        from metatrain.utils.io import load_model
+        with _quiet_torchscript():
+            from metatrain.utils.io import load_model
     except ImportError as error:
         raise ImportError(
             f"reading the metatrain checkpoint {path!r} needs metatrain: "
@@ -45,7 +65,8 @@ def _load_checkpoint(path: str):
 
 
 def _load_path(path: Union[str, os.PathLike]):
-    from metatomic.torch import load_atomistic_model
+    with _quiet_torchscript():
+        from metatomic.torch import load_atomistic_model
 
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -53,7 +74,8 @@ def _load_path(path: Union[str, os.PathLike]):
     if path.endswith(".ckpt"):
         return _load_checkpoint(path)
     try:
-        return load_atomistic_model(path)
+        with _quiet_torchscript():
+            return load_atomistic_model(path)
     except Exception as error:  # torch raises many kinds for a foreign file
         raise ValueError(
             f"{path!r} is not an exported metatomic model ({type(error).__name__}: "
@@ -78,6 +100,8 @@ def load(
     ``AtomisticModel`` or an eager metatrain model; an ASE calculator
     (sequential fallback); a torch module or callable with the batched
     signature of :class:`CallableAdapter`; or an adapter (returned as is).
+    Model files run code when loaded (a ``.ckpt`` is unpickled, a ``.pt``
+    is TorchScript): load only files you trust.
     ``dtype`` applies to callables (default float64); metatomic models run in
     their own dtype. ``non_conservative=True`` takes forces (and stress) from
     the model's direct outputs instead of autograd.
@@ -87,7 +111,8 @@ def load(
     kwargs = dict(device=device, dtype=dtype, non_conservative=non_conservative)
     if isinstance(model, (str, os.PathLike)):
         return MetatomicAdapter(_load_path(model), **kwargs)
-    from metatomic.torch import is_atomistic_model
+    with _quiet_torchscript():
+        from metatomic.torch import is_atomistic_model
 
     if isinstance(model, torch.nn.Module) and is_atomistic_model(model):
         return MetatomicAdapter(model, **kwargs)

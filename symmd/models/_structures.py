@@ -5,6 +5,12 @@ Rotating a structure by ``g`` maps positions ``r -> r R^T`` and cell rows
 vector ``r_j - r_i + S h``, which rotates the same way; the pairs and shifts
 themselves do not change. So the neighbour list is computed once, here, on the
 unrotated structure and serves every rotated copy.
+
+Mixed periodicity (a slab periodic along a and b, a wire, a molecule in a box)
+follows metatomic's convention: the cell vector of every non-periodic
+direction is set to zero before the model sees it (ASE keeps a vacuum box
+there, which is not part of the physics). A zeroed row stays zero under
+``h -> h R^T``, so every rotated copy obeys the same convention.
 """
 
 from __future__ import annotations
@@ -18,7 +24,14 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-__all__ = ["Batch", "Structures", "NeighborPairs", "as_structures", "neighbor_pairs"]
+__all__ = [
+    "Batch",
+    "Structures",
+    "NeighborPairs",
+    "as_structures",
+    "model_cell",
+    "neighbor_pairs",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +39,8 @@ class Structures:
     """One or more structures, concatenated (float64, CPU or the model's device).
 
     ``positions [N, 3]`` (A), ``types [N]`` (atomic numbers), ``cell [S, 3, 3]``
-    (rows are the cell vectors, zero for a non-periodic structure), ``pbc [S, 3]``,
+    (rows are the cell vectors; the row of every non-periodic direction is
+    zero), ``pbc [S, 3]``,
     ``system_index [N]`` (which structure each atom belongs to), ``n_atoms [S]``.
     """
 
@@ -79,15 +93,29 @@ def _check_atoms(atoms: ase.Atoms, index: int) -> None:
                 f"structure {index} is periodic along cell vector {axis} but that "
                 "vector is zero; set atoms.cell or atoms.pbc"
             )
-    if atoms.pbc.all() and abs(np.linalg.det(cell)) < 1e-12:
-        raise ValueError(f"structure {index} is periodic with a singular cell {cell.tolist()}")
+    periodic = cell[atoms.pbc]
+    if len(periodic) and np.linalg.matrix_rank(periodic, tol=1e-6) < len(periodic):
+        raise ValueError(
+            f"structure {index} has linearly dependent periodic cell vectors "
+            f"{periodic.tolist()} (pbc={atoms.pbc.tolist()}); fix atoms.cell"
+        )
+
+
+def model_cell(atoms: ase.Atoms) -> np.ndarray:
+    """``[3, 3]`` cell rows as a model sees them: the rows of non-periodic
+    directions zeroed (metatomic's convention; ASE's vacuum box is dropped)."""
+    return np.where(np.asarray(atoms.pbc)[:, None], atoms.cell.array, 0.0)
 
 
 def as_structures(atoms: Union[ase.Atoms, Sequence[ase.Atoms]]) -> Structures:
     """Validate and convert ``ase.Atoms`` (or a list) to :class:`Structures`.
 
-    Raises ValueError for an empty structure, non-finite positions or cell,
-    or a periodic direction without a cell vector.
+    The cell rows of non-periodic directions are zeroed (see
+    :func:`model_cell`), so a slab from ``ase.build.fcc111(..., vacuum=10)``
+    or a molecule after ``atoms.center(vacuum=5)`` is accepted as is. Raises
+    ValueError for an empty structure, non-finite positions or cell, a
+    periodic direction without a cell vector, or linearly dependent periodic
+    cell vectors.
     """
     single = isinstance(atoms, ase.Atoms)
     frames = [atoms] if single else list(atoms)
@@ -99,7 +127,7 @@ def as_structures(atoms: Union[ase.Atoms, Sequence[ase.Atoms]]) -> Structures:
     return Structures(
         positions=torch.from_numpy(np.concatenate([f.positions for f in frames])).to(torch.float64),
         types=torch.from_numpy(np.concatenate([f.numbers for f in frames])).to(torch.int32),
-        cell=torch.from_numpy(np.stack([f.cell.array for f in frames])).to(torch.float64),
+        cell=torch.from_numpy(np.stack([model_cell(f) for f in frames])).to(torch.float64),
         pbc=torch.from_numpy(np.stack([f.pbc for f in frames])),
         system_index=torch.repeat_interleave(torch.arange(len(frames)), n_atoms),
         n_atoms=n_atoms,
