@@ -322,7 +322,8 @@ class Monitor:
             f_rms = float(np.sqrt(np.mean(np.sum(results["forces"] ** 2, axis=1))))
             row["a_forces_rms"] = math.sqrt(max(row["a2_forces"], 0.0))
             row["rel_forces"] = row["a_forces_rms"] / f_rms if f_rms > 0 else 0.0
-            flags += self._error_flags(row)
+            if calc.mode != "average":  # the averaged forces are equivariant: nothing to flag
+                flags += self._error_flags(row)
             self._update_baseline(row)
         row.pop("_min_ratio", None)
         row["flags"] = ";".join(name for name, _, _ in flags)
