@@ -46,7 +46,7 @@ import torch
 
 from . import metrics
 from ._labels import read_labels, stack_labels
-from .models import Adapter, CallableAdapter, evaluate_rotated, load
+from .models import Adapter, CallableAdapter, evaluate_rotated, load, quiet_torchscript
 from .o3 import Quadrature, quadrature, random_o3
 
 __all__ = ["DEFAULT_TRAINABLE", "FinetuneResult", "equivariance_penalty", "finetune", "read_labels"]
@@ -396,7 +396,8 @@ def _save(module, is_mtt: bool, result: dict, out, gamma: float) -> dict:
         paths["checkpoint"] = folder / "model.ckpt"
         torch.save(ckpt, paths["checkpoint"])
         paths["model"] = folder / "model.pt"
-        module.export().save(str(paths["model"]))
+        with quiet_torchscript():
+            module.export().save(str(paths["model"]))
     else:
         paths["state_dict"] = folder / "state_dict.pt"
         torch.save(module.state_dict(), paths["state_dict"])

@@ -130,15 +130,20 @@ class SpaceGroupProjector:
         self._check_periodic(atoms)
         cell = atoms.cell.array
         frac = atoms.get_scaled_positions(wrap=True)
-        sym = spglib.get_symmetry(
-            (cell, frac, atoms.numbers.astype(np.int32)), symprec=self.symprec
-        )
+        spglib.error.OLD_ERROR_HANDLING = False  # errors raise (no deprecation warning)
         self.n_searches += 1
+        try:
+            sym = spglib.get_symmetry(
+                (cell, frac, atoms.numbers.astype(np.int32)), symprec=self.symprec
+            )
+        except spglib.error.SpglibError as error:
+            sym, message = None, str(error)
+        else:
+            message = "no dataset"
         if sym is None:
             raise ValueError(
                 f"spglib found no symmetry for {atoms.get_chemical_formula()} with "
-                f"symprec={self.symprec} ({spglib.get_error_message()}); check the cell "
-                "and positions"
+                f"symprec={self.symprec} ({message}); check the cell and positions"
             )
         rot = np.asarray(sym["rotations"], dtype=np.float64)
         trans = np.asarray(sym["translations"], dtype=np.float64)

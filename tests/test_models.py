@@ -217,7 +217,7 @@ def test_one_model_call_per_chunk(toy):
 @pytest.mark.parametrize("atoms_pairs", [(8, 0), (32, 900), (108, 3000), (256, 7100), (2000, 0)])
 @pytest.mark.parametrize("batch_size", [None, 1, 20])
 def test_chunk_plan_spreads_copies_evenly_within_the_bounds(n_copies, atoms_pairs, batch_size):
-    from symmd.models._engine import CPU_ATOMS_PER_CALL, CPU_PAIRS_PER_CALL
+    from symmd.models import CPU_ATOMS_PER_CALL, CPU_PAIRS_PER_CALL
 
     n_atoms, n_pairs = atoms_pairs
     plan = models.chunk_plan(n_copies, n_atoms, torch.device("cpu"), batch_size, n_pairs)

@@ -9,13 +9,22 @@ model that ships with symmd.
 """
 
 from ._adapters import Adapter, AseAdapter, CallableAdapter, MetatomicAdapter
-from ._engine import PROPERTIES, PROPERTY_KINDS, chunk_plan, evaluate_rotated
-from ._load import load
+from ._engine import (
+    CPU_ATOMS_PER_CALL,
+    CPU_PAIRS_PER_CALL,
+    PROPERTIES,
+    PROPERTY_KINDS,
+    chunk_plan,
+    evaluate_rotated,
+)
+from ._load import load, quiet_torchscript
 from ._outputs import EQUIVARIANT_SECTORS, Extra, Responses
 from ._shipped import SHIPPED_MODELS, cual_cell, shipped_model
 from ._structures import Batch, NeighborPairs, Structures, as_structures, neighbor_pairs
 
 __all__ = [
+    "CPU_ATOMS_PER_CALL",
+    "CPU_PAIRS_PER_CALL",
     "EQUIVARIANT_SECTORS",
     "Adapter",
     "AseAdapter",
@@ -35,5 +44,6 @@ __all__ = [
     "evaluate_rotated",
     "load",
     "neighbor_pairs",
+    "quiet_torchscript",
     "shipped_model",
 ]

@@ -48,7 +48,14 @@ from ._adapters import Adapter
 from ._outputs import Extra, Responses
 from ._structures import Batch, Structures, as_structures, neighbor_pairs
 
-__all__ = ["PROPERTIES", "PROPERTY_KINDS", "chunk_plan", "evaluate_rotated"]
+__all__ = [
+    "CPU_ATOMS_PER_CALL",
+    "CPU_PAIRS_PER_CALL",
+    "PROPERTIES",
+    "PROPERTY_KINDS",
+    "chunk_plan",
+    "evaluate_rotated",
+]
 
 PROPERTIES = ("energy", "energies", "forces", "stress")
 #: how each physical property transforms (see :mod:`symmd.metrics`)

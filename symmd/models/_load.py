@@ -25,11 +25,11 @@ from ase.calculators.calculator import BaseCalculator
 
 from ._adapters import Adapter, AseAdapter, CallableAdapter, MetatomicAdapter
 
-__all__ = ["load"]
+__all__ = ["load", "quiet_torchscript"]
 
 
 @contextlib.contextmanager
-def _quiet_torchscript():
+def quiet_torchscript():
     """Hide torch's "`torch.jit.*` is deprecated" warnings, which metatomic's
     import and model loading trigger on every run (nothing the user can act on)."""
     with warnings.catch_warnings():
@@ -48,7 +48,7 @@ def _load_checkpoint(path: str):
     """An eager ``AtomisticModel`` from a metatrain checkpoint (unpickled by
     metatrain with ``weights_only=False``: trusted files only)."""
     try:
-        with _quiet_torchscript():
+        with quiet_torchscript():
             from metatrain.utils.io import load_model
     except ImportError as error:
         raise ImportError(
@@ -65,7 +65,7 @@ def _load_checkpoint(path: str):
 
 
 def _load_path(path: Union[str, os.PathLike]):
-    with _quiet_torchscript():
+    with quiet_torchscript():
         from metatomic.torch import load_atomistic_model
 
     path = os.fspath(path)
@@ -74,7 +74,7 @@ def _load_path(path: Union[str, os.PathLike]):
     if path.endswith(".ckpt"):
         return _load_checkpoint(path)
     try:
-        with _quiet_torchscript():
+        with quiet_torchscript():
             return load_atomistic_model(path)
     except Exception as error:  # torch raises many kinds for a foreign file
         raise ValueError(
@@ -111,7 +111,7 @@ def load(
     kwargs = dict(device=device, dtype=dtype, non_conservative=non_conservative)
     if isinstance(model, (str, os.PathLike)):
         return MetatomicAdapter(_load_path(model), **kwargs)
-    with _quiet_torchscript():
+    with quiet_torchscript():
         from metatomic.torch import is_atomistic_model
 
     if isinstance(model, torch.nn.Module) and is_atomistic_model(model):
