@@ -57,8 +57,8 @@ __all__ = [
     "trusted_degrees",
 ]
 
-#: degrees whose rules differ (4 and 5 share the icosahedral group)
-CANDIDATE_DEGREES = (1, 2, 3, 5, 6, 7, 8, 9)
+#: degrees whose rules differ (every degree has its own smallest rule)
+CANDIDATE_DEGREES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 #: probe degrees tried in turn; a probe of degree P trusts rules of degree <= (P - 1) // 2
 PROBE_DEGREES = (7, 11, 15, 19)
 #: the properties a tolerance can be given for
