@@ -10,17 +10,14 @@ import pytest
 pytestmark = pytest.mark.slow  # MD runs and scripts: the full tier
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
-# examples checked for deprecation/future warnings (symmetric_relaxation and
-# phonons still get spglib's OLD_ERROR_HANDLING one from symmd.spacegroup,
-# finetune_readout torch.jit's from exporting)
-QUIET = ("md_monitoring.py", "diagnose_model.py", "adaptive_md.py")
+# every example is checked for deprecation/future warnings
 
 
 @pytest.mark.parametrize(
     "name,expected",
     [
         ("md_monitoring.py", "log: {out}/md_monitoring.csv"),
-        ("symmetric_relaxation.py", "average: max |F| on the perfect lattice"),
+        ("symmetric_relaxation.py", "Pm-3m (221) -> Pm-3m (221)"),
         ("diagnose_model.py", "wrote {out}/diagnose_model.json"),
         ("adaptive_md.py", "log: {out}/adaptive_md.csv"),
         ("phonons.py", "TA split at X"),
@@ -53,6 +50,5 @@ def test_example_runs(name, expected, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert expected.format(out=out) in result.stdout
     assert list(cwd.iterdir()) == []
-    if name in QUIET:
-        assert "DeprecationWarning" not in result.stderr, result.stderr[-2000:]
-        assert "FutureWarning" not in result.stderr, result.stderr[-2000:]
+    assert "DeprecationWarning" not in result.stderr, result.stderr[-2000:]
+    assert "FutureWarning" not in result.stderr, result.stderr[-2000:]
