@@ -1,0 +1,101 @@
+"""Every figure README.md quotes is asserted here: recomputed (in reduced form
+where the full run takes minutes) or, for long trainings and benchmarks,
+checked against the data file its command wrote and the repository ships."""
+
+import json
+import pathlib
+import re
+
+import numpy as np
+import pytest
+
+from symmd import diagnose, models, o3
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def quoted(pattern: str) -> tuple[str, ...]:
+    """The groups of ``pattern`` in the README (which must quote it)."""
+    match = re.search(pattern, README, flags=re.S)
+    assert match, f"README no longer quotes {pattern!r}"
+    return match.groups()
+
+
+def test_quadrature_size_table_matches_the_rules():
+    rows = re.findall(r"^\| (\d) \| ([^|]+) \| (\d+) \| (\d+) \| ([\d.]+) \|$", README, flags=re.M)
+    assert [int(r[0]) for r in rows] == list(range(1, 10))
+    for degree, _, ours, theirs, ratio in rows:
+        L = int(degree)
+        assert int(ours) == len(o3.quadrature(L))
+        assert int(theirs) == o3.metatomic_size(L)
+        assert abs(float(ratio) - int(theirs) / int(ours)) <= 0.05 + 1e-9  # one decimal
+
+
+@pytest.mark.slow
+def test_shipped_pet_spectrum_figures():
+    energy_out, energy_above, forces_out = quoted(
+        r"the energy has all but ([\d.e-]+) of its weight in \(0,\+1\), ([\d.e-]+) of it above\s+"
+        r"lambda = 3; the forces all but ([\d.e-]+) in \(1,\+1\)"
+    )
+    frames = [models.cual_cell(seed=s, rattle=0.08) for s in range(2)]  # the example's cells
+    d = diagnose(models.shipped_model(), frames, max_lambda=3, properties=["energy", "forces"])
+    energy, forces = d.properties["energy"], d.properties["forces"]
+    assert 1 - np.mean(energy["spectrum"][(0, 1)]) == pytest.approx(float(energy_out), rel=0.05)
+    assert np.mean(energy["above"]) == pytest.approx(float(energy_above), rel=0.1)
+    assert 1 - np.mean(forces["spectrum"][(1, 1)]) == pytest.approx(float(forces_out), rel=0.05)
+
+
+@pytest.mark.slow
+def test_model_error_beside_a_figures():
+    from ase.calculators.emt import EMT
+
+    ratio_f, abs_f, a_f, ratio_e, ratio_s = quoted(
+        r"median force error is\s+([\d.]+)x its median A_F \(([\d.e-]+) vs ([\d.e-]+) eV/A\), "
+        r"the energy's ([\d.]+)x and the\s+stress's ([\d.]+)x"
+    )
+    frames = []
+    for seed in range(4):
+        atoms = models.cual_cell(seed=seed, rattle=0.08)
+        atoms.calc = EMT()
+        atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+        frames.append(atoms)
+    d = diagnose(models.shipped_model(), frames, max_lambda=2)
+    acc = {name: d.properties[name]["accuracy"] for name in ("energy", "forces", "stress")}
+    assert acc["forces"]["ratio"] == pytest.approx(float(ratio_f), rel=0.03)
+    assert acc["forces"]["median_abs_error"] == pytest.approx(float(abs_f), rel=0.03)
+    assert acc["forces"]["median_equivariance_error"] == pytest.approx(float(a_f), rel=0.05)
+    assert acc["energy"]["ratio"] == pytest.approx(float(ratio_e), rel=0.03)
+    assert acc["stress"]["ratio"] == pytest.approx(float(ratio_s), rel=0.03)
+
+
+def test_training_spectra_figure_is_that_of_the_committed_data():
+    (ratio,) = quoted(r"the energy keeps ([\d.]+)x more weight outside \(0,\+1\)")
+    data = json.loads((ROOT / "docs/figures/training_spectra.json").read_text())
+
+    def breaking(run):  # last epoch, as a fraction of the full mean square
+        entry = data[run]["diagnoses"][-1]["properties"]["energy"]
+        allowed = np.array(entry["spectrum"]["0,1"])
+        above = np.array(entry.get("rest", np.zeros_like(allowed)))
+        return float(np.mean(1 - allowed * (1 - above)))
+
+    assert breaking("noaug") / breaking("aug") == pytest.approx(float(ratio), rel=0.03)
+
+
+def test_finetune_table_is_that_of_the_committed_data():
+    rows = re.findall(
+        r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| [\d.e-]+ \|$",
+        README,
+        flags=re.M,
+    )
+    data = {
+        float(r["gamma"]): r["metrics"]
+        for r in json.loads((ROOT / "docs/figures/finetune_tradeoff.json").read_text())
+    }
+    assert [float(r[0]) for r in rows] == sorted(data)
+    for gamma, e_mae, a_e, f_mae, a_f in rows:
+        m = data[float(gamma)]
+        assert float(e_mae) == pytest.approx(1e3 * m["energy"]["mae"], abs=0.06)
+        assert float(a_e) == pytest.approx(1e3 * m["energy"]["A_per_atom_rms"], abs=0.06)
+        assert float(f_mae) == pytest.approx(1e3 * m["forces"]["mae"], rel=0.01)
+        assert float(a_f) == pytest.approx(1e3 * m["forces"]["A_rms"], rel=0.01)
