@@ -26,6 +26,9 @@ from ase.optimize import BFGS
 from symmd import SymmetryCalculator, models
 
 
+spglib.error.OLD_ERROR_HANDLING = False  # errors raise; no deprecation warning
+
+
 def space_group(atoms, symprec=1e-5):
     cell = (atoms.cell.array, atoms.get_scaled_positions(), atoms.numbers)
     return spglib.get_spacegroup(cell, symprec=symprec)

@@ -199,13 +199,14 @@ def _load(checkpoint) -> tuple[torch.nn.Module, bool]:
         )
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint file {path!r} does not exist")
-    try:
-        from metatrain.utils.io import load_model
-    except ImportError as error:
-        raise ImportError(
-            f"fine-tuning the checkpoint {path!r} needs metatrain: pip install 'symmd[train]'"
-        ) from error
-    return load_model(path), True
+    with quiet_torchscript():
+        try:
+            from metatrain.utils.io import load_model
+        except ImportError as error:
+            raise ImportError(
+                f"fine-tuning the checkpoint {path!r} needs metatrain: pip install 'symmd[train]'"
+            ) from error
+        return load_model(path), True
 
 
 def _evaluate(adapter, frames, labels, outputs, degree: int) -> dict[str, Any]:
