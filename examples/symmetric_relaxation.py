@@ -25,7 +25,6 @@ from ase.optimize import BFGS
 
 from symmd import SymmetryCalculator, models
 
-
 spglib.error.OLD_ERROR_HANDLING = False  # errors raise; no deprecation warning
 
 

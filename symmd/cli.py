@@ -156,6 +156,7 @@ def _finetune(args) -> int:
         degree=args.degree,
         progress=not args.quiet,
     )
+    results = results if isinstance(results, list) else [results]
     where = results[0].metrics["evaluated_on"]
     print(f"{where} set, A: rms over structures (energy) / atoms (forces), degree {args.degree}")
     print("   gamma  E MAE meV/at  A_E meV/at  F MAE meV/A  A_F meV/A   A_F/F")

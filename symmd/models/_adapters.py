@@ -15,7 +15,7 @@ extra output.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import ase
 import numpy as np
@@ -60,7 +60,7 @@ class Adapter:
         if self.atomic_types is not None:
             check_types(structures, self.atomic_types)
 
-    def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -169,7 +169,7 @@ class MetatomicAdapter(Adapter):
     def _outputs(self, properties):
         # always per atom: the energy is then the same sum whatever else is asked
         outputs = {"energy": _model_output("eV", True)}
-        if self.non_conservative and "forces" in properties:
+        if self.non_conservative and "forces" in properties and self._nc_forces is not None:
             outputs[self._nc_forces] = _model_output("eV/Angstrom", True)
         if self.non_conservative and "stress" in properties:
             outputs[_NC_STRESS] = _model_output("eV/Angstrom^3", False)
@@ -215,7 +215,7 @@ class MetatomicAdapter(Adapter):
             systems.append(system)
         return systems
 
-    def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, Any]:
         from metatomic.torch import ModelEvaluationOptions
 
         options = ModelEvaluationOptions(length_unit="angstrom", outputs=self._outputs(properties))
@@ -224,7 +224,7 @@ class MetatomicAdapter(Adapter):
         atom_start = torch.cumsum(batch.n_atoms, 0) - batch.n_atoms
         block = raw["energy"].block()
         system = block.samples.column("system").to(torch.long)
-        out = {
+        out: dict[str, Any] = {
             "energy": torch.zeros(n_copies, dtype=block.values.dtype, device=self.device).index_add(
                 0, system, block.values[:, 0]
             )
@@ -297,7 +297,7 @@ class CallableAdapter(Adapter):
             return super().hook_root()
         return self.fn
 
-    def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, Any]:
         out = raw_out = self.fn(
             batch.positions, batch.types, batch.cell, batch.pbc, batch.system_index
         )
@@ -358,7 +358,7 @@ class AseAdapter(Adapter):
         self.device = torch.device("cpu")
         self.dtype = torch.float64
 
-    def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, Any]:
         sizes = batch.n_atoms.tolist()
         positions = batch.positions.detach().cpu().numpy()
         types = batch.types.cpu().numpy()
@@ -377,7 +377,7 @@ class AseAdapter(Adapter):
                 results["stress"].append(atoms.get_stress(voigt=False))
             if "energies" in properties:
                 results["energies"].append(atoms.get_potential_energies())
-        join = {
+        join: dict[str, Callable[[list], np.ndarray]] = {
             "energy": np.array,
             "forces": np.concatenate,
             "stress": np.stack,

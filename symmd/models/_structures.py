@@ -67,10 +67,12 @@ class Structures:
         return self.pbc.all(dim=1)
 
     def to(self, device: Union[str, torch.device]) -> Structures:
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return Structures(
-            **{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in fields.items()}
-        )
+        tensors = {
+            f.name: getattr(self, f.name).to(device)
+            for f in dataclasses.fields(self)
+            if f.name != "single"
+        }
+        return dataclasses.replace(self, **tensors)
 
 
 def _check_atoms(atoms: ase.Atoms, index: int) -> None:
@@ -118,7 +120,7 @@ def as_structures(atoms: Union[ase.Atoms, Sequence[ase.Atoms]]) -> Structures:
     cell vectors.
     """
     single = isinstance(atoms, ase.Atoms)
-    frames = [atoms] if single else list(atoms)
+    frames: list[ase.Atoms] = [atoms] if isinstance(atoms, ase.Atoms) else list(atoms)
     if not frames:
         raise ValueError("no structures given: pass an ase.Atoms or a non-empty list")
     for index, frame in enumerate(frames):
