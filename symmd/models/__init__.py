@@ -12,6 +12,7 @@ from ._adapters import Adapter, AseAdapter, CallableAdapter, MetatomicAdapter
 from ._engine import PROPERTIES, PROPERTY_KINDS, chunk_plan, evaluate_rotated
 from ._load import load
 from ._outputs import Extra, Responses
+from ._rotate import rotate
 from ._shipped import SHIPPED_MODELS, shipped_model
 from ._structures import Batch, NeighborPairs, Structures, as_structures, neighbor_pairs
 
@@ -33,5 +34,6 @@ __all__ = [
     "evaluate_rotated",
     "load",
     "neighbor_pairs",
+    "rotate",
     "shipped_model",
 ]
