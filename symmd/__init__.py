@@ -3,13 +3,15 @@ machine-learning interatomic potentials in molecular dynamics.
 
 Public surface (see ``docs/API.md``): :mod:`symmd.o3`, :mod:`symmd.metrics`,
 :mod:`symmd.models`, :class:`SymmetryCalculator`, :class:`Monitor`,
-:func:`diagnose`, :func:`diagnose_training`, :func:`recommend_quadrature`.
+:func:`diagnose`, :func:`diagnose_training`, :func:`recommend_quadrature`,
+:func:`export`.
 """
 
 from . import metrics, models, o3
 from .calculator import SymmetryCalculator
 from .diagnose import Diagnosis, diagnose
 from .errors import InstabilityError
+from .export import export
 from .monitor import InstabilityWarning, Monitor
 from .recommend import Recommendation, recommend_quadrature
 from .training import TrainingDiagnosis, diagnose_training, plot_training
@@ -26,6 +28,7 @@ __all__ = [
     "TrainingDiagnosis",
     "diagnose",
     "diagnose_training",
+    "export",
     "metrics",
     "models",
     "o3",

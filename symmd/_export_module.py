@@ -37,13 +37,6 @@ from .metrics import back_rotate, sample_variance, weighted_sum
 from .models import rotate
 from .projection import remove_rigid
 
-ENERGY_ERROR = "symmd::equivariance_error"
-FORCE_ERROR = "symmd::force_equivariance_error"
-UNCERTAINTY = "energy_uncertainty"
-NC_FORCE = "non_conservative_force"
-NC_STRESS = "non_conservative_stress"
-# (TorchScript reads no global strings: the module body spells these names out)
-
 
 def haar_o3(n: int, generator: torch.Generator, proper: bool) -> torch.Tensor:
     """``n`` Haar-random elements of SO(3) (``proper``) or O(3), float64 CPU

@@ -33,20 +33,17 @@ import os
 import secrets
 from typing import Optional, Union
 
-import torch
-
 from . import o3
-from ._export_module import (
-    ENERGY_ERROR,
-    FORCE_ERROR,
-    NC_FORCE,
-    NC_STRESS,
-    UNCERTAINTY,
-    SymmetrizedEnergy,
-)
 from .models import MetatomicAdapter, load
 
 __all__ = ["export", "MODES"]
+
+# output names (the TorchScript module, symmd._export_module, spells them out)
+ENERGY_ERROR = "symmd::equivariance_error"
+FORCE_ERROR = "symmd::force_equivariance_error"
+UNCERTAINTY = "energy_uncertainty"
+NC_FORCE = "non_conservative_force"
+NC_STRESS = "non_conservative_stress"
 
 MODES = ("average", "none", "project")
 
@@ -153,6 +150,8 @@ def export(
     when ``model`` has them, and the monitoring outputs when asked.
     """
     from metatomic.torch import AtomisticModel, ModelCapabilities, ModelOutput
+
+    from ._export_module import SymmetrizedEnergy
 
     if symmetrize not in MODES:
         raise ValueError(f"symmetrize must be one of {list(MODES)}, got {symmetrize!r}")
