@@ -4,7 +4,8 @@ For each system :math:`x` the engine passes (with its own neighbour lists),
 the module builds the rotated copies :math:`g_k x` with
 :func:`symmd.models.rotate` (positions, cell rows and the engine's pair
 vectors, :math:`r \to r R_k^T`; the pair lists are reused, only their vectors
-rotate), evaluates the wrapped model on them in chunks of ``batch_size``
+rotate, and they stay in the engine's autograd graph, which links them to its
+positions and cell, so no neighbour list is re-registered), evaluates the wrapped model on them in chunks of ``batch_size``
 copies (one model call per chunk), and returns, in float64 and then the
 model's dtype,
 
@@ -31,7 +32,7 @@ from typing import Dict, List, Optional
 
 import torch
 from metatensor.torch import Labels, TensorBlock, TensorMap
-from metatomic.torch import ModelOutput, NeighborListOptions, System, register_autograd_neighbors
+from metatomic.torch import ModelOutput, NeighborListOptions, System
 
 from .metrics import back_rotate, sample_variance, weighted_sum
 from .models import rotate
@@ -175,7 +176,9 @@ class SymmetrizedEnergy(torch.nn.Module):
             for option in options:
                 block = system.get_neighbor_list(option)
                 blocks.append(block)
-                v = block.values.detach()[:, :, 0].to(torch.float64)
+                # not detached: the engine's pair vectors carry its autograd graph
+                # to its positions and cell, and the rotation joins that graph
+                v = block.values[:, :, 0].to(torch.float64)
                 vectors.append(rotate(v, r).to(dtype))
             for k in range(r.shape[0]):
                 copy = System(system.types, positions[k], cell[k], system.pbc)
@@ -187,7 +190,6 @@ class SymmetrizedEnergy(torch.nn.Module):
                         block.components,
                         block.properties,
                     )
-                    register_autograd_neighbors(copy, rotated)
                     copy.add_neighbor_list(options[i], rotated)
                 copies.append(copy)
         return copies
