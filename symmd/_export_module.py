@@ -110,6 +110,9 @@ class SymmetrizedEnergy(torch.nn.Module):
     monitoring. See the module docstring for the mathematics.
     """
 
+    rotations: torch.Tensor
+    weights: torch.Tensor
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -142,7 +145,7 @@ class SymmetrizedEnergy(torch.nn.Module):
         self.held_energy_a2 = torch.zeros(0, dtype=torch.float64)
         self.held_force_a2 = torch.zeros(0, 0, dtype=torch.float64)
         self._nl: List[NeighborListOptions] = []
-        for options in model.requested_neighbor_lists():
+        for options in model.requested_neighbor_lists():  # type: ignore[operator]
             copied = NeighborListOptions(options.cutoff, options.full_list, options.strict)
             for requestor in options.requestors():
                 copied.add_requestor(requestor)
