@@ -183,12 +183,19 @@ class SymmetrizedEnergy(torch.nn.Module):
                 # to its positions and cell, and the rotation joins that graph
                 v = block.values[:, :, 0].to(torch.float64)
                 vectors.append(rotate(v, r).to(dtype))
+            # unbind, not indexing: its backward is one stack, where K index
+            # backwards would each fill a [K, ...] tensor
+            positions_k = positions.unbind(0)
+            cell_k = cell.unbind(0)
+            vectors_k: List[List[torch.Tensor]] = []
+            for v in vectors:
+                vectors_k.append(v.unsqueeze(-1).unbind(0))
             for k in range(r.shape[0]):
-                copy = System(system.types, positions[k], cell[k], system.pbc)
+                copy = System(system.types, positions_k[k], cell_k[k], system.pbc)
                 for i in range(len(options)):
                     block = blocks[i]
                     rotated = TensorBlock(
-                        vectors[i][k].unsqueeze(-1),
+                        vectors_k[i][k],
                         block.samples,
                         block.components,
                         block.properties,
