@@ -453,3 +453,19 @@ def test_cli_export(tmp_path, capsys):
     assert "symmd::equivariance_error" in load_atomistic_model(str(out)).capabilities().outputs
     assert main(["export", PET, "-o", str(tmp_path / "no" / "x.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_copies_against_metatomic_grids():
+    # the sizes quoted in benchmarks/README.md: symmd's rule of degree L and
+    # metatomic's SymmetrizedModel grid of degree L and 2L + 1
+    from metatomic.torch.o3 import SymmetrizedModel
+
+    def metatomic_copies(grid):
+        wrapper = SymmetrizedModel.wrap(
+            toy_metatomic_model(), max_angular_momentum_target=0, max_angular_momentum_grid=grid
+        )
+        return 2 * sum(int(b.matrices.shape[0]) for b in wrapper.module._batches)
+
+    assert [len(o3.quadrature(L)) for L in (2, 3, 5)] == [24, 48, 120]
+    assert [metatomic_copies(L) for L in (2, 3, 5)] == [36, 48, 168]
+    assert [metatomic_copies(2 * L + 1) for L in (2, 3, 5)] == [168, 416, 1200]
