@@ -127,8 +127,8 @@ def main() -> None:
     parser.add_argument(
         "--max-copy-atoms",
         type=int,
-        default=15000,
-        help="skip models whose copies x atoms exceed this (memory; default 15000)",
+        default=20000,
+        help="skip models whose copies x atoms exceed this (memory; default 20000)",
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
