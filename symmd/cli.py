@@ -1,4 +1,5 @@
-"""The ``symmd`` command: ``md``, ``diagnose``, ``training``, ``finetune``, ``plot``, ``models``.
+"""The ``symmd`` command: ``md``, ``diagnose``, ``training``, ``finetune``, ``export``,
+``plot``, ``models``.
 
 Errors in the arguments or the inputs end with one line on stderr and exit
 status 2; a run stopped by the monitor exits with status 3 and its reason;
@@ -189,6 +190,30 @@ def _degree(text: str):
 def _plot(args) -> int:
     plot_log(args.log, args.output)
     print(f"wrote {args.output}")
+    return 0
+
+
+def _export(args) -> int:
+    from .export import export
+
+    structure = None
+    if args.degree == "auto":
+        structure = read_frames(args.structure)[0] if args.structure else default_structure()
+    exported = export(
+        model_path(args.model),
+        args.output,
+        symmetrize=args.symmetrize,
+        quadrature=args.degree,
+        reorient=args.reorient,
+        monitor_every=args.monitor_every or None,
+        rotations=args.rotations,
+        batch_size=args.batch_size,
+        uncertainty=args.uncertainty,
+        structure=structure,
+        tolerance=args.tolerance,
+        seed=args.seed,
+    )
+    print(f"wrote {args.output}: outputs {sorted(exported.capabilities().outputs)}")
     return 0
 
 
@@ -442,6 +467,34 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("-o", "--output", required=True, help="output folder")
     _threads_option(tune)
     tune.set_defaults(run=_finetune)
+    exp = sub.add_parser(
+        "export",
+        help="write a symmetrized metatomic model for i-PI, LAMMPS, torch-sim, ASE",
+        description="Export a metatomic model that averages MODEL over an exact O(3) rule "
+        "inside any metatomic engine, optionally monitoring its equivariance error.",
+    )
+    exp.add_argument("model", help="metatomic .pt file, metatrain .ckpt or a shipped model name")
+    exp.add_argument("-o", "--output", required=True, help="the exported .pt file")
+    exp.add_argument("--symmetrize", choices=["average", "none", "project"], default="average")
+    exp.add_argument(
+        "--degree",
+        type=_degree,
+        default=3,
+        help="quadrature degree, or 'auto' (chosen on --structure within --tolerance; default 3)",
+    )
+    exp.add_argument("--structure", help="with --degree auto: a typical structure (ASE file)")
+    exp.add_argument(
+        "--tolerance", type=float, default=1e-3, help="with --degree auto: eV/A (default 1e-3)"
+    )
+    exp.add_argument("--reorient", action="store_true", help="random orientation at every call")
+    exp.add_argument(
+        "--monitor-every", type=int, default=0, help="estimate A every N calls (default 0: off)"
+    )
+    exp.add_argument("--rotations", type=int, default=2, help="Haar draws per check (default 2)")
+    exp.add_argument("--uncertainty", action="store_true", help="publish A/N as energy_uncertainty")
+    exp.add_argument("--batch-size", type=int, help="rotated copies per model call")
+    exp.add_argument("--seed", type=int, help="seed of the draws (default: random, stored)")
+    exp.set_defaults(run=_export)
 
     plot = sub.add_parser(
         "plot",

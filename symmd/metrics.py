@@ -34,8 +34,9 @@ spherical  last (2l+1)        not back-transformed here        o3_mu blocks
 
 Every function keeps the sample axes (everything between axis 0 and the
 component axes), vectorizes over rotations and returns float64. The kernels
-:func:`back_rotate` and :func:`weighted_sum` are TorchScript-compatible: the
-exported model (:mod:`symmd.export`) runs the same code inside MD engines.
+:func:`back_rotate`, :func:`weighted_sum` and :func:`sample_variance` are
+TorchScript-compatible: the exported model (:mod:`symmd.export`) runs the
+same code inside MD engines.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ __all__ = [
     "predict_residuals",
     "reduce_components",
     "sample_error",
+    "sample_variance",
     "sectors",
     "twirl_and_error",
     "weighted_sum",
@@ -123,6 +125,18 @@ def weighted_sum(w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return torch.tensordot(w, z, dims=1)
 
 
+def sample_variance(z: torch.Tensor, n_comp: int) -> torch.Tensor:
+    """Unbiased :math:`\\widehat{A^2} = \\frac{1}{m-1}\\sum_j \\|z_j - \\bar z\\|^2` of
+    ``m = z.shape[0] >= 2`` back-transformed draws ``z [m, ..., 3 x n_comp]``,
+    the norm taken over the ``n_comp`` trailing component axes. Returns the
+    sample axes, in the dtype of ``z``. TorchScript-compatible."""
+    dev = z - z.mean(0)
+    sq = dev * dev
+    if n_comp > 0:
+        sq = sq.flatten(sq.dim() - n_comp).sum(-1)
+    return sq.sum(0) / (z.shape[0] - 1)
+
+
 def back_transform(u: torch.Tensor, q: Quadrature, kind: str) -> torch.Tensor:
     """:math:`z_k = \\rho(g_k)^{-1} u_k`: responses brought back to the input frame.
 
@@ -178,9 +192,7 @@ def sample_error(u: torch.Tensor, q: Quadrature, kind: str) -> tuple[torch.Tenso
     if m < 2:
         raise ValueError(f"an unbiased estimate needs at least 2 rotations, got {m}")
     u, rot, _, n_comp = _prepare(u, q, kind)
-    z = back_rotate(u, rot, n_comp)
-    dev = z - z.mean(0)
-    a2 = reduce_components(dev * dev, kind).sum(0) / (m - 1)
+    a2 = sample_variance(back_rotate(u, rot, n_comp), n_comp)
     return a2, a2 * math.sqrt(2.0 / ((m - 1) * 3**n_comp))
 
 

@@ -19,8 +19,9 @@ model equivariant.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-__all__ = ["project_forces", "symmetrize_stress", "net_force", "net_torque"]
+__all__ = ["project_forces", "remove_rigid", "symmetrize_stress", "net_force", "net_torque"]
 
 
 def net_force(forces: np.ndarray) -> np.ndarray:
@@ -40,20 +41,29 @@ def project_forces(forces: np.ndarray, positions: np.ndarray, torque: bool) -> n
     ``positions [N, 3]`` (A) are only used when ``torque`` is true; pass
     ``torque=False`` for structures with a periodic direction.
     """
-    forces = np.asarray(forces, dtype=np.float64)
-    projected = forces - forces.mean(axis=0)
+    forces_t = torch.as_tensor(np.asarray(forces, dtype=np.float64))
+    positions_t = torch.as_tensor(np.asarray(positions, dtype=np.float64))
+    return remove_rigid(forces_t, positions_t, bool(torque)).numpy()
+
+
+def remove_rigid(forces: torch.Tensor, positions: torch.Tensor, torque: bool) -> torch.Tensor:
+    """:func:`project_forces` on torch tensors (``[N, 3]``, the dtype and device
+    of ``forces``; differentiable; TorchScript-compatible, used by the
+    exported model of :func:`symmd.export`)."""
+    projected = forces - forces.mean(0)
     if not torque:
         return projected
-    rel = np.asarray(positions, dtype=np.float64)
-    rel = rel - rel.mean(axis=0)
+    rel = positions.to(forces.dtype)
+    rel = rel - rel.mean(0)
     # rotation generators: column a of atom i is e_a x rel_i; with centred
     # positions they are orthogonal to the translations, so project separately
-    gen = np.cross(np.eye(3)[None, :, :], rel[:, None, :])  # [N, 3 (a), 3 (xyz)]
-    gram = np.einsum("nax,nbx->ab", gen, gen)  # the inertia tensor of unit masses
-    coeff = np.linalg.pinv(gram, rcond=1e-10, hermitian=True) @ np.einsum(
+    eye = torch.eye(3, dtype=rel.dtype, device=rel.device)
+    gen = torch.linalg.cross(eye[None, :, :], rel[:, None, :].expand(-1, 3, -1))  # [N, a, xyz]
+    gram = torch.einsum("nax,nbx->ab", gen, gen)  # the inertia tensor of unit masses
+    coeff = torch.linalg.pinv(gram, rtol=1e-10, hermitian=True) @ torch.einsum(
         "nax,nx->a", gen, projected
     )
-    return projected - np.einsum("a,nax->nx", coeff, gen)
+    return projected - torch.einsum("a,nax->nx", coeff, gen)
 
 
 def symmetrize_stress(stress: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from ._engine import (
 )
 from ._load import load, quiet_torchscript
 from ._outputs import EQUIVARIANT_SECTORS, Extra, Responses
+from ._rotate import rotate
 from ._shipped import SHIPPED_MODELS, cual_cell, shipped_model
 from ._structures import Batch, NeighborPairs, Structures, as_structures, neighbor_pairs
 
@@ -45,5 +46,6 @@ __all__ = [
     "load",
     "neighbor_pairs",
     "quiet_torchscript",
+    "rotate",
     "shipped_model",
 ]

@@ -46,6 +46,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ..o3 import Quadrature, check_orthogonal
 from ._adapters import Adapter
 from ._outputs import Extra, Responses
+from ._rotate import rotate
 from ._structures import Batch, Structures, as_structures, neighbor_pairs
 
 __all__ = [
@@ -242,10 +243,8 @@ def _evaluate_chunk(
     )
 
     dtype = adapter.dtype
-    positions = torch.einsum(
-        "mj,mij->mi", structures.positions[base_atom], rot_of_copy[copy_of_atom]
-    )
-    cell = structures.cell[structure_of_copy] @ rot_of_copy.transpose(-1, -2)
+    positions = rotate(structures.positions[base_atom, None], rot_of_copy[copy_of_atom])[:, 0]
+    cell = rotate(structures.cell[structure_of_copy], rot_of_copy)
     positions, cell = positions.to(dtype), cell.to(dtype)
 
     want_grad = adapter.differentiable and ("forces" in properties or "stress" in properties)

@@ -1,0 +1,138 @@
+"""The exported model inside i-PI: the test starts the i-PI server and
+``i-pi-py_driver -m metatomic`` on a UNIX socket in a temporary directory,
+runs NVE, and ends both processes whatever happens."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+import symmd
+from symmd.cli import default_structure
+from symmd.models import shipped_model
+
+pytest.importorskip("ipi")
+metatomic_ase = pytest.importorskip("metatomic_ase")
+pytestmark = pytest.mark.slow
+
+PET = shipped_model("pet-emt-cual")
+TIMEOUT = 240  # seconds per i-PI run
+
+INPUT = """<simulation verbosity="low" safe_stride="1000" sockets_prefix="{prefix}">
+  <output prefix="sim">
+    <properties stride="1" filename="out">[step, conserved{{electronvolt}}, potential{{electronvolt}}]</properties>
+  </output>
+  <total_steps>{steps}</total_steps>
+  <prng><seed>31415</seed></prng>
+  <ffsocket name="driver" mode="unix" pbc="false">
+    <address>{address}</address>
+    <latency>1e-4</latency>
+  </ffsocket>
+  <system>
+    <initialize nbeads="1">
+      <file mode="ase">init.xyz</file>
+      <velocities mode="thermal" units="kelvin">600</velocities>
+    </initialize>
+    <forces><force forcefield="driver"/></forces>
+    <ensemble><temperature units="kelvin">600</temperature></ensemble>
+    <motion mode="dynamics">
+      <dynamics mode="nve"><timestep units="femtosecond">2.0</timestep></dynamics>
+    </motion>
+  </system>
+</simulation>
+"""
+
+
+def _tool(name):
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    return path if os.path.exists(path) else shutil.which(name)
+
+
+# i-pi-py_driver, with i-PI's message verbosity at "medium": the metatomic
+# driver prints its uncertainty warning only from that level on, and the
+# command has no option for it
+DRIVER = f"""
+import runpy
+from ipi.utils.messages import verbosity
+verbosity.level = "medium"
+runpy.run_path({_tool("i-pi-py_driver")!r}, run_name="__main__")
+"""
+
+
+def run_ipi(folder, model, steps, uncertainty_threshold=None):
+    """NVE with i-PI and the metatomic driver; returns (conserved [eV] per
+    step, driver output). Both processes are ended in every outcome."""
+    folder.mkdir()
+    default_structure().write(folder / "init.xyz")
+    address = f"symmd-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    prefix = f"{folder}/"
+    (folder / "input.xml").write_text(INPUT.format(prefix=prefix, address=address, steps=steps))
+    options = f"template=init.xyz,model={model}"
+    if uncertainty_threshold is not None:
+        options += f",uncertainty_threshold={uncertainty_threshold}"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    server = driver = None
+    try:
+        server = subprocess.Popen(
+            [_tool("i-pi"), "input.xml"],
+            cwd=folder,
+            env=env,
+            stdout=open(folder / "server.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while not os.path.exists(prefix + address):
+            assert server.poll() is None, (folder / "server.log").read_text()
+            assert time.monotonic() < deadline, "i-PI did not open its socket"
+            time.sleep(0.2)
+        driver = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, "-u", "-S", prefix, "-a", address, "-m", "metatomic"]
+            + ["-o", options],
+            cwd=folder,
+            env=env,
+            stdout=open(folder / "driver.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+        server.wait(timeout=TIMEOUT)
+        driver.wait(timeout=30)
+    finally:
+        for process in (driver, server):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    log = (folder / "driver.log").read_text()
+    assert server.returncode == 0, (folder / "server.log").read_text() + log
+    data = np.loadtxt(folder / "sim.out", ndmin=2)
+    assert len(data) >= steps, log
+    return data[:, 1], log
+
+
+def drift(conserved):
+    return float(np.abs(conserved - conserved[0]).max())
+
+
+def test_nve_and_uncertainty_in_ipi(tmp_path):
+    steps = 20
+    path = tmp_path / "avg.pt"
+    symmd.export(PET, path, quadrature=2, monitor_every=10, rotations=16, uncertainty=True, seed=7)
+    # the first call of the engine draws with seed + 0: measure that value
+    from metatomic.torch import ModelOutput
+
+    calc = metatomic_ase.MetatomicCalculator(path, uncertainty_threshold=None)
+    out = calc.run_model(
+        default_structure(), {"energy_uncertainty": ModelOutput(sample_kind="atom")}
+    )
+    measured = float(out["energy_uncertainty"].block().values.max())
+    assert measured > 0
+
+    raw, _ = run_ipi(tmp_path / "raw", PET, steps)
+    averaged, quiet = run_ipi(tmp_path / "avg", path, steps, 3 * measured)
+    assert drift(averaged) <= max(1.5 * drift(raw), 1e-4), (drift(averaged), drift(raw))
+    assert "exceeds the selected threshold" not in quiet
+    _, loud = run_ipi(tmp_path / "low", path, 2, 0.3 * measured)
+    assert "exceeds the selected threshold" in loud
