@@ -189,7 +189,7 @@ class SymmetrizedEnergy(torch.nn.Module):
             cell_k = cell.unbind(0)
             vectors_k: List[List[torch.Tensor]] = []
             for v in vectors:
-                vectors_k.append(v.unsqueeze(-1).unbind(0))
+                vectors_k.append([t for t in v.unsqueeze(-1).unbind(0)])
             for k in range(r.shape[0]):
                 copy = System(system.types, positions_k[k], cell_k[k], system.pbc)
                 for i in range(len(options)):

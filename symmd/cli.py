@@ -475,7 +475,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("model", help="metatomic .pt file, metatrain .ckpt or a shipped model name")
     exp.add_argument("-o", "--output", required=True, help="the exported .pt file")
-    exp.add_argument("--symmetrize", choices=["average", "none", "project"], default="average")
+    exp.add_argument(
+        "--symmetrize",
+        choices=["average", "none", "project"],
+        default="average",
+        help="average over the O(3) rule (default), raw predictions, or project the "
+        "non-conservative outputs (net force/torque, symmetric stress)",
+    )
     exp.add_argument(
         "--degree",
         type=_degree,

@@ -99,3 +99,18 @@ def test_finetune_table_is_that_of_the_committed_data():
         assert float(a_e) == pytest.approx(1e3 * m["energy"]["A_per_atom_rms"], abs=0.06)
         assert float(f_mae) == pytest.approx(1e3 * m["forces"]["mae"], rel=0.01)
         assert float(a_f) == pytest.approx(1e3 * m["forces"]["A_rms"], rel=0.01)
+
+
+def test_auto_quadrature_picks_are_those_of_the_benchmark():
+    picks = quoted(
+        r"picks the tetrahedral rule\s+\((\d+) copies\) for 1e-3 eV/A, the degree-(\d) SO\(3\) design "
+        r"\((\d+)\) for 1e-4 and the\s+degree-(\d) design \((\d+)\) for 1e-5"
+    )
+    n_t, deg_4, n_4, deg_5, n_5 = (int(x) for x in picks)
+    data = json.loads((ROOT / "benchmarks/results/auto_quadrature.json").read_text())
+    chosen = {r["tolerance"]: r for r in data["recommendations"]}
+    assert chosen[1e-3]["chosen"] == 2 and n_t == len(o3.quadrature(2))
+    assert chosen[1e-4]["chosen"] == deg_4 and n_4 == len(o3.quadrature(deg_4))
+    assert chosen[1e-5]["chosen"] == deg_5 and n_5 == len(o3.quadrature(deg_5))
+    # each the smallest that is enough against the degree-11 reference
+    assert all(r["chosen"] == r["needed"] for r in data["recommendations"])

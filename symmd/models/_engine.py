@@ -37,7 +37,7 @@ the returned :class:`~symmd.models.Responses` says each entry's kind.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import ase
 import torch
@@ -213,7 +213,7 @@ def evaluate_rotated(
         for request in adapter.neighbor_requests()
     }
     n_copies = len(rot) * structures.n_systems
-    max_pairs = int(sum(p.counts for p in pairs.values()).max()) if pairs else 0
+    max_pairs = int(torch.stack([p.counts for p in pairs.values()]).sum(0).max()) if pairs else 0
     plan = chunk_plan(n_copies, int(structures.n_atoms.max()), device, batch_size, max_pairs)
     results: dict[str, list] = {}
     kinds: dict[str, tuple[str, bool]] = {}
@@ -296,7 +296,9 @@ def _evaluate_chunk(
                 "the model returned no forces/stress and its energy is not "
                 "differentiable with respect to positions; return them explicitly"
             )
-        inputs = ([leaf_positions] if need_forces else []) + ([strain] if need_stress else [])
+        inputs = [leaf_positions] if need_forces else []
+        if need_stress and strain is not None:
+            inputs.append(strain)
         grads = torch.autograd.grad(energy.sum(), inputs, create_graph=differentiable)
         if need_forces:
             out["forces"] = -grads[0]
@@ -307,7 +309,7 @@ def _evaluate_chunk(
     def keep(value: torch.Tensor) -> torch.Tensor:
         return (value if differentiable else value.detach()).to(torch.float64)
 
-    result = {}
+    result: dict[str, Any] = {}
     for key in properties:
         if key in PROPERTIES:
             result[key] = keep(out[key])
