@@ -88,14 +88,7 @@ def spectrum_figure(spectra: dict, max_lambda: int, path, title: str = ""):
         )
     for ax in axes.flat[len(names) :]:
         ax.axis("off")
-    axes[0][0].set_ylabel("B_λσ / <|u|²>")
-    axes[0][0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return fig
+    return _finish(fig, axes[0][0], "B_λσ / <|u|²>", path, title)
 
 
 def error_figure(data: dict, units: dict, path, title: str = ""):
@@ -118,13 +111,19 @@ def error_figure(data: dict, units: dict, path, title: str = ""):
         ax.set_xscale("log")
         ax.set_title(_label(name), fontsize=9)
         ax.set_xlabel(f"error ({units.get(name) or 'output units'})")
-    axes[0][0].set_ylabel("count")
-    axes[0][0].legend(fontsize=7)
+    return _finish(fig, axes[0][0], "count", path, title)
+
+
+def _finish(fig, first_axis, ylabel: str, path, title: str):
+    """Label and legend on the first panel, title, layout, save, close; the
+    figure is returned (closed, its data intact)."""
+    first_axis.set_ylabel(ylabel)
+    first_axis.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    pyplot().close(fig)
     return fig
 
 

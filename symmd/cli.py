@@ -250,7 +250,9 @@ def _threads_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _md_parser(sub) -> None:
-    md = sub.add_parser(
+    md = _command(
+        sub,
+        _md,
         "md",
         help="run monitored MD",
         description="Run MD with a (symmetrized) model; the monitor checks every step and "
@@ -355,7 +357,6 @@ def _md_parser(sub) -> None:
     _threads_option(md)
     md.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     md.add_argument("--quiet", action="store_true", help="no progress bar")
-    md.set_defaults(run=_md)
 
 
 def _version() -> str:
@@ -372,6 +373,13 @@ def _version() -> str:
     return f"symmd {__version__} ({', '.join(found)})"
 
 
+def _command(sub, run, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand ``name`` whose arguments go to ``run``."""
+    parser = sub.add_parser(name, **kwargs)
+    parser.set_defaults(run=run)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="symmd",
@@ -383,7 +391,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _md_parser(sub)
 
-    diag = sub.add_parser(
+    diag = _command(
+        sub,
+        _diagnose,
         "diagnose",
         help="equivariance error and character spectrum",
         description="Equivariance error and character spectrum of every output.",
@@ -397,9 +407,10 @@ def _parser() -> argparse.ArgumentParser:
     _spectrum_options(diag)
     diag.add_argument("--json", help="write the result as JSON")
     diag.add_argument("--plot", help="write the spectra as a figure")
-    diag.set_defaults(run=_diagnose)
 
-    train = sub.add_parser(
+    train = _command(
+        sub,
+        _training,
         "training",
         help="spectra along a training run (heatmaps lambda x epoch)",
         description="Character spectra of every output and layer along checkpoint series; "
@@ -422,9 +433,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--json", help="write every spectrum as JSON")
     train.add_argument("--plot", help="write the heatmaps as a figure")
-    train.set_defaults(run=_training)
 
-    tune = sub.add_parser(
+    tune = _command(
+        sub,
+        _finetune,
         "finetune",
         help="retrain the readout with an equivariance penalty",
         description="Retrain the readout layers of a metatrain checkpoint with "
@@ -466,8 +478,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
     tune.add_argument("-o", "--output", required=True, help="output folder")
     _threads_option(tune)
-    tune.set_defaults(run=_finetune)
-    exp = sub.add_parser(
+    exp = _command(
+        sub,
+        _export,
         "export",
         help="write a symmetrized metatomic model for i-PI, LAMMPS, torch-sim, ASE",
         description="Export a metatomic model that averages MODEL over an exact O(3) rule "
@@ -500,9 +513,10 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--uncertainty", action="store_true", help="publish A/N as energy_uncertainty")
     exp.add_argument("--batch-size", type=int, help="rotated copies per model call")
     exp.add_argument("--seed", type=int, help="seed of the draws (default: random, stored)")
-    exp.set_defaults(run=_export)
 
-    plot = sub.add_parser(
+    plot = _command(
+        sub,
+        _plot,
         "plot",
         help="plot a monitor log",
         description="Plot the equivariance error, temperature and energy of a monitor log "
@@ -510,15 +524,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("log", help="CSV log written by symmd md / Monitor")
     plot.add_argument("-o", "--output", required=True, help="figure file (png, pdf, ...)")
-    plot.set_defaults(run=_plot)
 
-    models = sub.add_parser(
+    models = _command(
+        sub,
+        _models,
         "models",
         help="list the shipped models",
         description="The models that ship with symmd, usable as --model NAME.",
     )
     models.add_argument("--paths", action="store_true", help="print each model's file too")
-    models.set_defaults(run=_models)
     return parser
 
 

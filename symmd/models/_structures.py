@@ -35,7 +35,19 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class Structures:
+class _Systems:
+    """The fields every concatenation of systems has (see the subclasses)."""
+
+    positions: torch.Tensor
+    types: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    system_index: torch.Tensor
+    n_atoms: torch.Tensor
+
+
+@dataclasses.dataclass(frozen=True)
+class Structures(_Systems):
     """One or more structures, concatenated (float64, CPU or the model's device).
 
     ``positions [N, 3]`` (A), ``types [N]`` (atomic numbers), ``cell [S, 3, 3]``
@@ -44,12 +56,6 @@ class Structures:
     ``system_index [N]`` (which structure each atom belongs to), ``n_atoms [S]``.
     """
 
-    positions: torch.Tensor
-    types: torch.Tensor
-    cell: torch.Tensor
-    pbc: torch.Tensor
-    system_index: torch.Tensor
-    n_atoms: torch.Tensor
     single: bool
 
     @property
@@ -206,8 +212,8 @@ def neighbor_pairs(structures: Structures, cutoff: float, full_list: bool) -> Ne
     )
 
 
-@dataclasses.dataclass
-class Batch:
+@dataclasses.dataclass(frozen=True)
+class Batch(_Systems):
     """A chunk of C rotated copies handed to an adapter (model dtype and device).
 
     ``positions [M, 3]`` and ``cell [C, 3, 3]`` are differentiable when
@@ -217,10 +223,4 @@ class Batch:
     shifts [P, 3], counts [C])``.
     """
 
-    positions: torch.Tensor
-    types: torch.Tensor
-    cell: torch.Tensor
-    pbc: torch.Tensor
-    system_index: torch.Tensor
-    n_atoms: torch.Tensor
     pairs: dict
