@@ -5,7 +5,7 @@ import pytest
 import torch
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.emt import EMT
-from conftest import cu_cluster, cual_cell, random_rotations, rotated_copy
+from helpers import cu_cluster, cual_cell, random_rotations, rotated_copy
 from toy_models import lab_frame_callable, toy_metatomic_model
 
 from symmd import SymmetryCalculator, o3

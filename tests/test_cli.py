@@ -136,7 +136,7 @@ def test_md_with_an_automatic_quadrature_reports_its_choice(capsys):
 
 def test_diagnose_command_with_layers_of_a_checkpoint(pet_checkpoint, tmp_path, capsys):
     import ase.io
-    from conftest import cu_cluster
+    from helpers import cu_cluster
 
     ase.io.write(tmp_path / "c.xyz", cu_cluster(5))
     assert (
@@ -365,7 +365,7 @@ def test_adaptive_switches_before_the_action_applies(tmp_path, capsys):
 
 def test_multi_frame_input_uses_the_first_frame_and_says_so(tmp_path, capsys):
     import ase.io
-    from conftest import cual_cell
+    from helpers import cual_cell
 
     frames = [cual_cell(seed=1), cual_cell((1, 1, 1), seed=2)]
     path = tmp_path / "two.xyz"

@@ -6,7 +6,7 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-from conftest import cu_cluster, cual_cell
+from helpers import cu_cluster, cual_cell
 from toy_models import toy_metatomic_model, toy_model_with_extras
 
 from symmd import diagnose, models, o3

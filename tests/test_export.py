@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pytest
 import torch
-from conftest import cu_cluster, cual_cell, random_rotations, rotated_copy
+from helpers import cu_cluster, cual_cell, random_rotations, rotated_copy
 from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import (
     AtomisticModel,

@@ -8,7 +8,7 @@ import ase
 import numpy as np
 import pytest
 import torch
-from conftest import cu_cluster, cual_cell
+from helpers import cu_cluster, cual_cell
 from toy_models import lab_frame_callable
 
 from symmd import InstabilityWarning, Monitor, SymmetryCalculator, metrics, models, o3

@@ -9,7 +9,7 @@ import pytest
 import torch
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
-from conftest import cu_cluster
+from helpers import cu_cluster
 
 import symmd
 from symmd.finetune import equivariance_penalty, read_labels

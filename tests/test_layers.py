@@ -2,7 +2,7 @@ import re
 
 import pytest
 import torch
-from conftest import cu_cluster
+from helpers import cu_cluster
 
 from symmd import o3
 from symmd._layers import LayerCapture, drop_padding

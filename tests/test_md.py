@@ -6,7 +6,7 @@ from ase import units
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
-from conftest import cu_cluster, cual_cell
+from helpers import cu_cluster, cual_cell
 
 from symmd import SymmetryCalculator, metrics, models, o3
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.emt import EMT
-from conftest import cu_cluster, cual_cell, random_rotations, rotated_copy
+from helpers import cu_cluster, cual_cell, random_rotations, rotated_copy
 from toy_models import lab_frame_callable, toy_metatomic_model
 
 from symmd import models, o3
@@ -418,7 +418,7 @@ def test_callable_extra_outputs_are_validated():
 
 
 def test_metatrain_checkpoints_and_eager_models_load_eagerly(pet_checkpoint, tmp_path):
-    from conftest import tiny_pet
+    from helpers import tiny_pet
 
     adapter = models.load(pet_checkpoint)
     assert isinstance(adapter, models.MetatomicAdapter) and adapter.dtype == torch.float32

@@ -14,7 +14,7 @@ from ase import units
 from ase.data import covalent_radii
 from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-from conftest import cu_cluster, cual_cell
+from helpers import cu_cluster, cual_cell
 from toy_models import lab_frame_callable
 
 from symmd import (
@@ -197,7 +197,7 @@ def test_log_survives_an_interrupted_run(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
-        from conftest import cu_cluster
+        from helpers import cu_cluster
         from toy_models import lab_frame_callable
         from ase.md.verlet import VelocityVerlet
         from ase import units

@@ -2,7 +2,7 @@ import re
 
 import pytest
 import torch
-from conftest import random_rotations, tol
+from helpers import random_rotations, tol
 
 from symmd import o3
 

@@ -3,7 +3,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import random_rotations
+from helpers import random_rotations
 
 from symmd import o3
 

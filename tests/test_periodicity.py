@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from ase.calculators.calculator import PropertyNotImplementedError
-from conftest import cu_cluster, cual_cell, random_rotations, rotated_copy
+from helpers import cu_cluster, cual_cell, random_rotations, rotated_copy
 from toy_models import toy_metatomic_model
 
 from symmd import SymmetryCalculator, models, o3

@@ -2,7 +2,7 @@ import re
 
 import pytest
 import torch
-from conftest import cu_cluster, cual_cell
+from helpers import cu_cluster, cual_cell
 from toy_models import toy_metatomic_model
 
 from symmd import metrics, models, o3

@@ -6,7 +6,7 @@ import ase.io
 import numpy as np
 import pytest
 import torch
-from conftest import cu_cluster, tiny_pet
+from helpers import cu_cluster, tiny_pet
 from toy_models import lab_frame_callable
 
 from symmd import diagnose
