@@ -241,19 +241,19 @@ def test_non_conservative_forces_are_back_rotated_and_averaged():
 @pytest.mark.slow
 def test_auto_quadrature_is_chosen_once_from_the_predicted_residual():
     """uniaxial-like toy: the point groups alias its lambda = 4 content; a
-    loose tolerance takes a small rule, a strict one the icosahedral group."""
+    loose tolerance takes a small rule, a strict one the degree-4 design."""
     from symmd.recommend import recommend_quadrature
 
     atoms = cual_cell((1, 1, 2), seed=5)
     model = toy_metatomic_model(uniaxial=0.2)
     strict = SymmetryCalculator(model, symmetrize="average", quadrature="auto", tolerance=1e-9)
     first = compute(strict, atoms)
-    assert strict.recommendation.reached and strict.recommendation.degree == 5
-    assert strict.quadrature.name == "I+inversion"
+    assert strict.recommendation.reached and strict.recommendation.degree == 4
+    assert strict.quadrature.name == "so3design4x43+inversion"
     again = compute(strict, cual_cell((1, 1, 2), seed=6))  # decided once: no new probe
-    assert strict.recommendation.degree == 5 and again["forces"].shape == (8, 3)
+    assert strict.recommendation.degree == 4 and again["forces"].shape == (8, 3)
     # the averaged forces are those of the chosen rule
-    ref = compute(SymmetryCalculator(model, symmetrize="average", quadrature=5), atoms)
+    ref = compute(SymmetryCalculator(model, symmetrize="average", quadrature=4), atoms)
     assert np.allclose(first["forces"], ref["forces"], atol=1e-12)
     loose = SymmetryCalculator(
         model, symmetrize="average", quadrature="auto", tolerance={"forces": 1.0, "stress": 1.0}
