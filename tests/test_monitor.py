@@ -97,7 +97,9 @@ def test_stable_run_raises_no_flag_with_defaults(pet, seed):
         dyn.run(500)
     assert monitor.events == []
     assert len(monitor.history) == 51 and [r["step"] for r in monitor.history[:3]] == [0, 10, 20]
-    assert all(0 < r["rel_forces"] < 0.1 for r in monitor.history)
+    rel = [r["rel_forces"] for r in monitor.history]
+    # the README's "A_F/F about 2%" at 300 K
+    assert 0.012 < np.median(rel) < 0.035 and max(rel) < 0.06
 
 
 def overlap(atoms):
