@@ -34,7 +34,7 @@ import secrets
 from typing import Optional, Union
 
 from . import o3
-from .models import MetatomicAdapter, load
+from .models import CPU_ATOMS_PER_CALL, MetatomicAdapter, load
 
 __all__ = ["export", "MODES"]
 
@@ -215,6 +215,7 @@ def export(
         mode=symmetrize,
         reorient=bool(reorient),
         batch_size=batch_size or 0,
+        atoms_per_call=CPU_ATOMS_PER_CALL,
         monitor_every=monitor_every or 0,
         n_draws=rotations,
         nc_force=nc_force,
