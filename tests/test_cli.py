@@ -303,6 +303,7 @@ def test_friction_is_converted_from_inverse_fs_to_ase_units():
     assert not dyn.fix_com
 
 
+@pytest.mark.slow
 def test_an_existing_log_is_kept_and_overwrite_replaces_it(tmp_path, capsys):
     log = tmp_path / "md.csv"
     log.write_text("precious\n")
@@ -347,6 +348,7 @@ def test_stop_message_names_the_last_good_frame_and_the_log(tmp_path, capsys):
     assert len(ase.io.read(good)) == 32
 
 
+@pytest.mark.slow
 def test_adaptive_switches_before_the_action_applies(tmp_path, capsys):
     """Default --action raise: the first flag switches to averaging; the run stops
     only when a flag persists while averaging, and says which metric."""
@@ -363,6 +365,7 @@ def test_adaptive_switches_before_the_action_applies(tmp_path, capsys):
         assert step > int(switches[0]["step"])
 
 
+@pytest.mark.slow
 def test_multi_frame_input_uses_the_first_frame_and_says_so(tmp_path, capsys):
     import ase.io
     from helpers import cual_cell
@@ -383,6 +386,7 @@ def test_multi_frame_input_uses_the_first_frame_and_says_so(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_md_on_a_slab_file(tmp_path, capsys):
     import ase.build
     import ase.io
@@ -435,6 +439,7 @@ def test_plot_refuses_a_csv_that_is_not_a_symmd_log(tmp_path, capsys):
     assert not (tmp_path / "o.png").exists()
 
 
+@pytest.mark.slow
 def test_sigint_ends_with_one_line_and_a_complete_log(tmp_path):
     import os
     import pathlib

@@ -188,6 +188,7 @@ def test_statistics_over_structures_and_json(tmp_path):
     assert "energy" in table and "predicted twirl residual" in table
 
 
+@pytest.mark.slow
 def test_predicted_residuals_match_the_rules_on_a_band_limited_model():
     atoms = cual_cell((1, 1, 2), seed=1)
     model = toy_metatomic_model()
@@ -212,6 +213,7 @@ def test_predicted_residuals_match_the_rules_on_a_band_limited_model():
         )
 
 
+@pytest.mark.slow
 def test_shipped_pet_spectrum_is_dominated_by_the_equivariant_sectors():
     d = diagnose(models.shipped_model("pet-emt-cual"), cual_cell(seed=4), max_lambda=2)
     assert d.properties["energy"]["spectrum"][(0, 1)][0] > 0.9
@@ -366,6 +368,7 @@ def test_symmetric_rank2_output_has_no_lambda1_part():
     assert a2 == pytest.approx(d.properties["stress"]["error"][0] ** 2, rel=1e-10)
 
 
+@pytest.mark.slow
 def test_labelled_structures_get_model_error_beside_a(tmp_path):
     from ase.calculators.emt import EMT
 

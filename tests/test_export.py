@@ -175,6 +175,7 @@ def test_matches_symmetry_calculator_exactly(tmp_path, degree, name):
     assert abs(exported.get_forces() - raw.get_forces()).max() > 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["triclinic", "cluster"])
 def test_pet_float32_round_off(tmp_path, name):
     path = tmp_path / "pet.pt"
@@ -290,6 +291,7 @@ def test_capabilities_are_the_wrapped_models(tmp_path):
     assert {"symmd::equivariance_error", "energy_uncertainty"} <= set(new.outputs)
 
 
+@pytest.mark.slow
 def test_fresh_process_without_symmd(tmp_path):
     path = tmp_path / "pet.pt"
     symmd.export(PET, path, quadrature=2)
@@ -398,6 +400,7 @@ def test_reorient_keeps_exact_rules_exact(tmp_path):
     assert len(set(energies2)) == 3  # an inexact rule now varies from call to call
 
 
+@pytest.mark.slow
 def test_auto_rule(tmp_path):
     model, atoms = toy_metatomic_model(uniaxial=0.05), cu_cluster()
     rec = symmd.recommend_quadrature(model, atoms, 1e-6)

@@ -53,6 +53,7 @@ def test_metatomic_batched_matches_per_copy_metatomic_calculator(toy):
     assert float(out["energy"].std()) > 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["pet-emt-cual", "pet-emt-cu-cluster"])
 def test_shipped_pet_batched_matches_per_copy_metatomic_calculator(name):
     from metatomic_ase import MetatomicCalculator

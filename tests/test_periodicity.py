@@ -83,6 +83,7 @@ def test_none_matches_metatomic_ase(name, model):
     assert np.abs(ref_forces).max() > 1e-3  # not a trivial comparison
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["none", "project", "average"])
 @pytest.mark.parametrize("name", list(STRUCTURES))
 def test_the_vacuum_cell_vector_is_not_used_in_any_mode(name, mode):

@@ -47,6 +47,7 @@ def test_aliasing_vanishes_exactly_up_to_the_degree(degree):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "prop, kind", [("forces", "vector"), ("energy", "scalar"), ("stress", "rank2")]
 )

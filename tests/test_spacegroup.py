@@ -93,6 +93,7 @@ def test_projection_matches_ase_fix_symmetry_on_random_outputs(kind):
     assert np.allclose(out["energies"][projector.permutations], out["energies"][None])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fcc", "L12", "hcp"])
 def test_shipped_pet_forces_obey_the_space_group_without_extra_model_calls(kind):
     atoms = symmetric_cell(kind, seed=2) * (2, 2, 2 if kind != "hcp" else 1)
@@ -162,6 +163,7 @@ def test_identity_only_warns_and_non_periodic_is_refused():
         SpaceGroupProjector(0)
 
 
+@pytest.mark.slow
 def test_relaxation_keeps_the_space_group():
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS
