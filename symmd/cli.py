@@ -106,13 +106,18 @@ def _diagnose(args) -> int:
 
 
 def _training(args) -> int:
-    import ase.io
+    from ase.io.formats import string2index
 
     from .training import diagnose_training, plot_training, save_json
 
     _threads(args)
-    frames = ase.io.read(args.structures, index=args.index)
-    frames = frames if isinstance(frames, list) else [frames]
+    index = string2index(args.index)
+    if isinstance(index, str):
+        raise ValueError(f"--index must be an int or a slice like ':' or '::2', got {args.index!r}")
+    selected = read_frames(args.structures)[index]
+    frames = selected if isinstance(selected, list) else [selected]
+    if not frames:
+        raise ValueError(f"--index {args.index!r} selects no frame of {args.structures!r}")
     runs = {}
     for spec in args.runs:
         label, _, folder = spec.rpartition("=")

@@ -486,3 +486,11 @@ def test_sigint_ends_with_one_line_and_a_complete_log(tmp_path):
     assert len(rows) >= 3 and all(len(r) == len(rows[0]) and None not in r for r in rows)
     step = int(re.search(r"step (\d+)", lines[0]).group(1))
     assert int(rows[-1]["step"]) <= step
+
+
+def test_training_with_an_empty_structure_file_is_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("")
+    assert main(["training", str(tmp_path), "--structures", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"symmd training: error: structure file {str(empty)!r} is empty\n"
