@@ -10,50 +10,20 @@ the reason and the last good frame.
     python examples/adaptive_md.py [--out DIR]  # writes DIR/adaptive_md.csv
 """
 
-import argparse
 import os
-import pathlib
 
-import ase.build
 import numpy as np
+from _common import output_dir, thermalize
 from ase import units
 from ase.md.langevin import Langevin
 
 from symmd import InstabilityError, Monitor, SymmetryCalculator, models
 
-
-def output_dir() -> pathlib.Path:
-    """``--out DIR`` (default ``examples/output/``, ignored by git), created."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=pathlib.Path(__file__).resolve().parent / "output",
-        help="directory for the files this example writes (default examples/output/)",
-    )
-    out = parser.parse_args().out
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def thermalize(atoms, temperature_K, rng):
-    """Maxwell-Boltzmann momenta (``thermalize_momenta`` from ASE 3.29 on)."""
-    try:
-        from ase.md.velocitydistribution import thermalize_momenta
-    except ImportError:  # older ASE
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-        return
-    thermalize_momenta(atoms, temperature_K, rng=rng)
-
-
-out = output_dir()
+out = output_dir(__doc__.splitlines()[0])
 
 steps = int(os.environ.get("SYMMD_EXAMPLE_STEPS", 400))
-atoms = ase.build.bulk("Cu", "fcc", a=3.7, cubic=True) * (2, 2, 2)
+atoms = models.cual_cell()  # 32-atom fcc Cu/Al, 30% Al
 rng = np.random.default_rng(0)
-atoms.numbers[rng.random(len(atoms)) < 0.3] = 13
 
 # the first flag (A_F/F above 4x its baseline, or a physical check) switches
 # to averaging; action="raise" stops the run if a flag persists while averaging

@@ -9,40 +9,16 @@ last-layer features only when asked for by name); the table ends with the
 twirl residual predicted for each small rule.
 """
 
-import argparse
 import os
-import pathlib
 
-import ase.build
-import numpy as np
+from _common import output_dir
 
 from symmd import diagnose, models, recommend_quadrature
 
+out = output_dir(__doc__.splitlines()[0])
 
-def output_dir() -> pathlib.Path:
-    """``--out DIR`` (default ``examples/output/``, ignored by git), created."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=pathlib.Path(__file__).resolve().parent / "output",
-        help="directory for the files this example writes (default examples/output/)",
-    )
-    out = parser.parse_args().out
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-out = output_dir()
-
-frames = []
 quick = bool(os.environ.get("SYMMD_EXAMPLE_QUICK"))
-for seed in range(2):
-    atoms = ase.build.bulk("Cu", "fcc", a=3.7, cubic=True) * (2, 2, 2)
-    rng = np.random.default_rng(seed)
-    atoms.numbers[rng.random(len(atoms)) < 0.3] = 13
-    atoms.positions += rng.normal(scale=0.08, size=atoms.positions.shape)
-    frames.append(atoms)
+frames = [models.cual_cell(seed=seed, rattle=0.08) for seed in range(2)]
 
 model = models.load(models.shipped_model())
 result = diagnose(model, frames, max_lambda=1 if quick else 3)

@@ -7,50 +7,20 @@ temperature; the CSV log is flushed row by row.
     python examples/md_monitoring.py [--out DIR]   # 500 steps; writes DIR/md_monitoring.csv
 """
 
-import argparse
 import os
-import pathlib
 
-import ase.build
 import numpy as np
+from _common import output_dir, thermalize
 from ase import units
 from ase.md.langevin import Langevin
 
 from symmd import Monitor, SymmetryCalculator, models
 
-
-def output_dir() -> pathlib.Path:
-    """``--out DIR`` (default ``examples/output/``, ignored by git), created."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=pathlib.Path(__file__).resolve().parent / "output",
-        help="directory for the files this example writes (default examples/output/)",
-    )
-    out = parser.parse_args().out
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def thermalize(atoms, temperature_K, rng):
-    """Maxwell-Boltzmann momenta (``thermalize_momenta`` from ASE 3.29 on)."""
-    try:
-        from ase.md.velocitydistribution import thermalize_momenta
-    except ImportError:  # older ASE
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-
-        MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-        return
-    thermalize_momenta(atoms, temperature_K, rng=rng)
-
-
-out = output_dir()
+out = output_dir(__doc__.splitlines()[0])
 
 steps = int(os.environ.get("SYMMD_EXAMPLE_STEPS", 500))
-atoms = ase.build.bulk("Cu", "fcc", a=3.7, cubic=True) * (2, 2, 2)
+atoms = models.cual_cell()  # 32-atom fcc Cu/Al, 30% Al
 rng = np.random.default_rng(0)
-atoms.numbers[rng.random(len(atoms)) < 0.3] = 13
 
 monitor = Monitor(every=10, rotations=2, log=out / "md_monitoring.csv", seed=0, timestep=2.0)
 atoms.calc = SymmetryCalculator(models.shipped_model(), monitor=monitor)
