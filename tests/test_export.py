@@ -7,23 +7,18 @@ import os
 import subprocess
 import sys
 import warnings
-from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
-import torch
 from helpers import cu_cluster, cual_cell, random_rotations, rotated_copy
-from metatensor.torch import Labels, TensorBlock, TensorMap
 from metatomic.torch import (
     AtomisticModel,
     ModelCapabilities,
     ModelMetadata,
     ModelOutput,
-    NeighborListOptions,
-    System,
     load_atomistic_model,
 )
-from toy_models import toy_metatomic_model
+from toy_models import DirectToy, direct_toy, toy_metatomic_model
 
 import symmd
 from symmd import metrics, o3
@@ -31,98 +26,6 @@ from symmd.models import shipped_model
 
 metatomic_ase = pytest.importorskip("metatomic_ase")
 PET = shipped_model("pet-emt-cual")
-
-
-class _DirectToy(torch.nn.Module):
-    """Float64, TorchScript: the pair toy energy plus direct forces and stress
-    with lab-frame parts (a constant force ``c`` and a constant, non-symmetric
-    stress ``s``) on top of exactly equivariant pair terms."""
-
-    def __init__(self, cutoff: float = 4.0):
-        super().__init__()
-        self.cutoff = cutoff
-        self._nl = NeighborListOptions(cutoff=cutoff, full_list=False, strict=True)
-        self.register_buffer("c", torch.tensor([0.02, -0.01, 0.03], dtype=torch.float64))
-        self.register_buffer(
-            "s", torch.tensor([[0.0, 0.01, 0.0], [0.0, 0.0, -0.02], [0.005, 0.0, 0.0]]).double()
-        )
-
-    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
-        return [self._nl]
-
-    def forward(
-        self,
-        systems: List[System],
-        outputs: Dict[str, ModelOutput],
-        selected_atoms: Optional[Labels] = None,
-    ) -> Dict[str, TensorMap]:
-        energies: List[torch.Tensor] = []
-        forces: List[torch.Tensor] = []
-        stresses: List[torch.Tensor] = []
-        atoms: List[torch.Tensor] = []
-        for s, system in enumerate(systems):
-            nl = system.get_neighbor_list(self._nl)
-            v = nl.values[:, :, 0]
-            r = torch.linalg.norm(v, dim=-1)
-            fc = 0.5 * (torch.cos(math.pi * r / self.cutoff) + 1.0)
-            energies.append((fc * (torch.exp(-r) + 0.05 * v[:, 0] * v[:, 1] / (r * r))).sum())
-            first = nl.samples.column("first_atom").to(torch.long)
-            second = nl.samples.column("second_atom").to(torch.long)
-            pair = torch.exp(-r)[:, None] * v / r[:, None]
-            f = torch.zeros(len(system), 3, dtype=v.dtype).index_add(0, first, -pair)
-            forces.append(f.index_add(0, second, pair) + self.c)
-            stresses.append(torch.einsum("pi,pj->ij", v, pair) / 100.0 + self.s)
-            idx = torch.arange(len(system), dtype=torch.int32)
-            atoms.append(torch.stack([torch.full_like(idx, s), idx], 1))
-        keys = Labels(["_"], torch.tensor([[0]]))
-        n = torch.arange(len(systems), dtype=torch.int32)[:, None]
-        xyz = Labels(["xyz"], torch.arange(3, dtype=torch.int32)[:, None])
-        result: Dict[str, TensorMap] = {}
-        result["energy"] = TensorMap(
-            keys,
-            [
-                TensorBlock(
-                    torch.stack(energies)[:, None],
-                    Labels(["system"], n),
-                    [],
-                    Labels(["energy"], torch.tensor([[0]])),
-                )
-            ],
-        )
-        if "non_conservative_force" in outputs:
-            block = TensorBlock(
-                torch.cat(forces)[:, :, None],
-                Labels(["system", "atom"], torch.cat(atoms)),
-                [xyz],
-                Labels(["non_conservative_force"], torch.tensor([[0]])),
-            )
-            result["non_conservative_force"] = TensorMap(keys, [block])
-        if "non_conservative_stress" in outputs:
-            block = TensorBlock(
-                torch.stack(stresses)[:, :, :, None],
-                Labels(["system"], n),
-                [Labels(["xyz_1"], xyz.values), Labels(["xyz_2"], xyz.values)],
-                Labels(["non_conservative_stress"], torch.tensor([[0]])),
-            )
-            result["non_conservative_stress"] = TensorMap(keys, [block])
-        return result
-
-
-def direct_toy() -> AtomisticModel:
-    outputs = {
-        "energy": ModelOutput(unit="eV", sample_kind="system"),
-        "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
-        "non_conservative_stress": ModelOutput(unit="eV/Angstrom^3", sample_kind="system"),
-    }
-    caps = ModelCapabilities(
-        outputs=outputs,
-        atomic_types=[13, 29],
-        interaction_range=4.0,
-        length_unit="angstrom",
-        supported_devices=["cpu"],
-        dtype="float64",
-    )
-    return AtomisticModel(_DirectToy().eval(), ModelMetadata(), caps)
 
 
 def triclinic_cell():
@@ -422,7 +325,7 @@ def _no_energy_model():
         supported_devices=["cpu"],
         dtype="float64",
     )
-    return AtomisticModel(_DirectToy().eval(), ModelMetadata(), caps)
+    return AtomisticModel(DirectToy().eval(), ModelMetadata(), caps)
 
 
 def test_clear_errors(tmp_path):
