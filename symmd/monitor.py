@@ -17,6 +17,11 @@ rule's own spread is exact only for responses band-limited to half its
 degree). The force metric is the RMS over atoms,
 :math:`A_F = (\frac1N \sum_i A_i^2)^{1/2}`, also relative to the RMS force.
 
+The largest per-atom value, ``a_forces_max`` (eV/A), is also an uncertainty
+of the model, judged in every mode against an absolute ``threshold`` or DP-GEN
+style trust levels ``trust=(lo, hi)``: candidates in ``[lo, hi)`` are logged,
+``hi`` and above flags (:mod:`symmd.uncertainty` chooses the levels).
+
 Every step (no model call) it also checks the physics: non-finite values, the
 shortest interatomic distance against ``min_distance_factor`` times the sum of
 covalent radii (collapse), the largest force, a temperature jump, and, with

@@ -311,3 +311,15 @@ def test_md_trajectory_frames_at_checked_steps_carry_the_per_atom_error(tmp_path
     assert main(["select", str(traj), "--lo", str(middle), "-o", str(out)]) == 0
     assert capsys.readouterr().out.startswith("selected 2 of 3 frames")
     assert len(ase.io.read(out, ":")) == 2
+
+
+def test_md_trust_levels_are_checked_with_one_line(tmp_path, capsys):
+    args = ["md", "--steps", "1", "--quiet", "--log", str(tmp_path / "m.csv")]
+    assert main([*args, "--trust", "0.2", "0.1"]) == 2
+    assert capsys.readouterr().err == (
+        "symmd md: error: trust: lo and hi must be levels with 0 <= lo < hi (hi may be inf), "
+        "got lo=0.2, hi=0.1\n"
+    )
+    with pytest.raises(SystemExit):
+        main([*args, "--trust", "-0.1", "0.1"])
+    assert "argument --trust: must be a number >= 0, got '-0.1'" in capsys.readouterr().err
