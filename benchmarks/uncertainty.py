@@ -311,52 +311,69 @@ def first_at_or_above(values: np.ndarray, steps: np.ndarray, level: float):
     return int(steps[hit[0]]) if hit.size else None
 
 
-def warning(calibration: dict, hot: list, stable: list, check: int) -> dict:
-    levels = {
-        n: alarm_level(frame_max(calibration[n], calibration["frame"])) for n in WARNING_SIGNALS
-    }
-    out: dict = {"check_every": check, "levels": levels, "hot": {}, "stable": {}}
-    for name, level in levels.items():
-        leads, flags = [], []
-        for run in hot:
-            values = frame_max(run["signals"][name], run["signals"]["frame"])
-            steps = np.array([f.info["step"] for f in run["frames"]])
-            before = steps < run["overlap"] if run["overlap"] is not None else steps >= 0
-            flag = first_at_or_above(values[before], steps[before], level)
-            flags.append(flag)
-            if run["overlap"] is not None:
-                leads.append(run["overlap"] - flag if flag is not None else 0)
-        out["hot"][name] = {
+def warning(calibration: dict, hot: list, stable: list, check: int, margins) -> dict:
+    """Lead time and false alarms of every signal at the level ``margin`` x
+    (just above the largest frame value of the held-out calibration frames).
+    A hot run that is not flagged before its overlap counts a lead of 0."""
+    rows = []
+    for name in WARNING_SIGNALS:
+        top = alarm_level(frame_max(calibration[name], calibration["frame"]))
+        for margin in margins:
+            level = margin * top
+            leads, flags = [], []
+            for run in hot:
+                values = frame_max(run["signals"][name], run["signals"]["frame"])
+                steps = np.array([f.info["step"] for f in run["frames"]])
+                before = steps < run["overlap"] if run["overlap"] is not None else steps >= 0
+                flag = first_at_or_above(values[before], steps[before], level)
+                flags.append(flag)
+                if run["overlap"] is not None:
+                    leads.append(run["overlap"] - flag if flag is not None else 0)
+            alarms = [
+                int((frame_max(r["signals"][name], r["signals"]["frame"]) >= level).sum())
+                for r in stable
+            ]
+            rows.append(
+                {
+                    "signal": name,
+                    "margin": margin,
+                    "level": level,
+                    "first_flag": flags,
+                    "leads": leads,
+                    "median_lead": float(np.median(leads)) if leads else None,
+                    "flagged_before_overlap": int(sum(f is not None for f in flags)),
+                    "false_alarm_runs": int(sum(a > 0 for a in alarms)),
+                    "false_alarm_checks": alarms,
+                }
+            )
+    # the monitor's physical check (every step): min distance below 0.6 x covalent sum
+    leads, flags = [], []
+    for run in hot:
+        hit = np.nonzero(np.array(run["ratios"]) < 0.6)[0]
+        flags.append(int(hit[0]) if hit.size else None)
+        if run["overlap"] is not None:
+            leads.append(run["overlap"] - int(hit[0]) if hit.size else 0)
+    rows.append(
+        {
+            "signal": "min_distance",
+            "margin": None,
+            "level": 0.6,
             "first_flag": flags,
             "leads": leads,
             "median_lead": float(np.median(leads)) if leads else None,
             "flagged_before_overlap": int(sum(f is not None for f in flags)),
+            "false_alarm_runs": int(sum((np.array(r["ratios"]) < 0.6).any() for r in stable)),
+            "false_alarm_checks": [int((np.array(r["ratios"]) < 0.6).sum()) for r in stable],
         }
-        alarms = []
-        for run in stable:
-            values = frame_max(run["signals"][name], run["signals"]["frame"])
-            alarms.append(int((values >= level).sum()))
-        out["stable"][name] = {
-            "false_alarm_runs": int(sum(a > 0 for a in alarms)),
-            "false_alarm_checks": alarms,
-            "checks": int(sum(len(r["frames"]) for r in stable)),
-        }
-    # the monitor's physical check (every step): min distance below 0.6 x covalent sum
-    leads, false_runs = [], 0
-    for run in hot:
-        ratios = np.array(run["ratios"])
-        hit = np.nonzero(ratios < 0.6)[0]
-        if run["overlap"] is not None:
-            leads.append(run["overlap"] - int(hit[0]) if hit.size else 0)
-    for run in stable:
-        false_runs += int((np.array(run["ratios"]) < 0.6).any())
-    out["hot"]["min_distance"] = {
-        "leads": leads,
-        "median_lead": float(np.median(leads)) if leads else None,
+    )
+    return {
+        "check_every": check,
+        "overlap_steps": [run["overlap"] for run in hot],
+        "stable_runs": len(stable),
+        "stable_checks": int(sum(len(r["frames"]) for r in stable)),
+        "calibration_frames": int(calibration["frame"].max()) + 1,
+        "rows": rows,
     }
-    out["stable"]["min_distance"] = {"false_alarm_runs": false_runs}
-    out["overlap_steps"] = [run["overlap"] for run in hot]
-    return out
 
 
 # -- figure ----------------------------------------------------------------------
@@ -417,6 +434,10 @@ def main() -> None:
     parser.add_argument("--accuracy-every", type=int, default=20)
     parser.add_argument("--calibration-steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument(
+        "--margins", type=float, nargs="+", default=[1.0, 2.0],
+        help="warning levels: these multiples of the largest held-out calibration value",
+    )  # fmt: skip
     parser.add_argument("--heldout-frames", type=int, default=20, help="of test_periodic.xyz")
     parser.add_argument(
         "--json", type=pathlib.Path, default=ROOT / "benchmarks/results/uncertainty.json"
@@ -518,7 +539,7 @@ def main() -> None:
         "cost": cost,
         "setup_s": setup_seconds(args.models),
         "llpr_members": int(llpr.forces([models.cual_cell()]).shape[0]),
-        "warning": warning(calibration, hot, stable, args.check),
+        "warning": warning(calibration, hot, stable, args.check, args.margins),
     }
     frames_cal = frame_max(calibration["error"], calibration["frame"])
     result["trust_levels"] = {}
@@ -549,14 +570,13 @@ def report(result: dict) -> None:
     for name, c in result["cost"].items():
         print(f"{name:<14} {c['ratio']:14.2f} {result['setup_s'].get(name, 0.0):11.0f}")
     w = result["warning"]
-    print(
-        f"\nearly warning (check every {w['check_every']} steps), overlap at {w['overlap_steps']}"
-    )
-    for name, hot in w["hot"].items():
-        level = w["levels"].get(name)
-        print(f"{name:<14} level {level if level is None else round(level, 4)!s:>8} "
-              f"leads {hot['leads']} median {hot['median_lead']} "
-              f"false-alarm runs {w['stable'][name]['false_alarm_runs']}")  # fmt: skip
+    print(f"\nearly warning, check every {w['check_every']} steps; overlap at {w['overlap_steps']}")
+    for row in w["rows"]:
+        print(
+            f"{row['signal']:<14} x{row['margin']!s:<5} level {row['level']:.4g}  leads "
+            f"{row['leads']} median {row['median_lead']}  false-alarm runs "
+            f"{row['false_alarm_runs']} of {w['stable_runs']}"
+        )
 
 
 if __name__ == "__main__":
