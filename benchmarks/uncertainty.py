@@ -255,6 +255,14 @@ def scores(data: dict, names) -> dict:
     return out
 
 
+def top_decile(data: dict, name: str) -> dict:
+    """Median predicted value and median true error of the atoms in the top
+    tenth of the prediction: how far the signal is from the error's scale."""
+    top = data[name] >= np.quantile(data[name], 0.9)
+    predicted, error = float(np.median(data[name][top])), float(np.median(data["error"][top]))
+    return {"median_predicted": predicted, "median_error": error, "ratio": error / predicted}
+
+
 # -- cost ------------------------------------------------------------------------
 def timings(adapter, ensemble, llpr, repeats: int) -> dict:
     """Median time of one check of each signal on a 32-atom cell, and its ratio
@@ -401,9 +409,10 @@ def plot(sets: dict, path: pathlib.Path) -> None:
                     median.append(np.median(y[sel]))
             ax.plot(centre, median, "-o", color=colors[label], ms=3, label=f"{label} (bin median)")
         ax.axhline(TOLERANCE, color="grey", ls=":", lw=1)
-        lims = [1e-5, 1e3]  # predicted = true error, not widening the axes
-        ax.plot(lims, lims, color="k", lw=0.6, ls="--", scalex=False, scaley=False)
-        ax.set(xscale="log", yscale="log", ylim=[1e-3, 30], title=name)
+        x = np.concatenate([d[name][d[name] > 0] for d in sets.values() if name in d])
+        lims = [0.7 * x.min(), 1.4 * x.max()] if x.size else [1e-3, 1.0]
+        ax.plot(lims, lims, color="k", lw=0.6, ls="--", label="predicted = true")
+        ax.set(xscale="log", yscale="log", xlim=lims, ylim=[1e-3, 100], title=name)
         ax.set_xlabel("predicted (eV/A)")
     axes[0].set_ylabel("true error |F_PET - F_EMT| (eV/A)")
     axes[0].legend(fontsize=7, loc="upper left")
@@ -536,6 +545,7 @@ def main() -> None:
             for label, d in sets.items()
         },  # fmt: skip
         "accuracy": {label: scores(d, SIGNALS) for label, d in sets.items()},
+        "calibration": {name: top_decile(sets["hot MD"], name) for name in SIGNALS},
         "cost": cost,
         "setup_s": setup_seconds(args.models),
         "llpr_members": int(llpr.forces([models.cual_cell()]).shape[0]),
