@@ -322,3 +322,27 @@ def test_md_trust_levels_are_checked_with_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--trust", "-0.1", "0.1"])
     assert "argument --trust: must be a number >= 0, got '-0.1'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_readme_recipe_for_the_levels_runs(tmp_path, monkeypatch):
+    import pathlib
+
+    from ase.calculators.emt import EMT
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("Choosing the levels from a labelled validation set") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = code.replace('"model.pt"', repr(models.shipped_model()))
+    frames = []
+    for seed, rattle in enumerate([0.0, 0.005, 0.01, 0.05, 0.1, 0.2]):
+        atoms = models.cual_cell(seed=seed, rattle=rattle)
+        atoms.calc = EMT()
+        atoms.get_forces()
+        frames.append(atoms)
+    monkeypatch.chdir(tmp_path)
+    ase.io.write("valid.xyz", frames)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    lo, hi = scope["levels"]
+    assert 0 < lo < hi and scope["monitor"].trust == {"a_forces_max": (lo, hi)}
