@@ -204,6 +204,13 @@ class SymmetryCalculator(Calculator):
                 "stress is only defined for fully periodic structures; this one has "
                 f"pbc={atoms.pbc.tolist()}"
             )
+        if periodic and not self.model.provides("stress"):  # direct forces, no direct stress
+            if "stress" in properties:
+                raise PropertyNotImplementedError(
+                    "stress with non_conservative=True needs the model's "
+                    "'non_conservative_stress' output, which this model does not have"
+                )
+            periodic = False
         props = ["energy", "forces"] + (["stress"] if periodic else [])
         return tuple(props + (["energies"] if "energies" in properties else []))
 
