@@ -413,6 +413,7 @@ class MorseDirect(torch.nn.Module):
         self.register_buffer("omega", torch.tensor(omega, dtype=torch.float64))
         self.register_buffer("s", torch.tensor(s, dtype=torch.float64).reshape(3, 3))
 
+    @torch.jit.export  # kept in the saved file: symmd.export reads it
     def requested_neighbor_lists(self) -> List[NeighborListOptions]:
         return [self._nl]
 
