@@ -197,6 +197,13 @@ def test_direct_outputs_answer_to_the_ipi_and_metatomic_names(tmp_path):
     np.testing.assert_array_equal(values["non_conservative_forces"], forces)
     assert np.abs(forces.sum(0)).max() < 1e-13
     assert np.abs(np.cross(atoms.positions - atoms.positions.mean(0), forces).sum(0)).max() < 1e-13
+    # in a periodic vacuum box (as i-PI and LAMMPS require) no pair crosses the
+    # boundary: the cluster is isolated and its torque is removed too
+    atoms.center(vacuum=6.0)
+    atoms.pbc = True
+    out = calc.run_model(atoms, {"non_conservative_force": ModelOutput(sample_kind="atom")})
+    boxed = out["non_conservative_force"].block().values[:, :, 0].numpy()
+    np.testing.assert_allclose(boxed, forces, rtol=0, atol=1e-13)
 
 
 def test_capabilities_are_the_wrapped_models(tmp_path):
