@@ -236,9 +236,9 @@ def main() -> None:
     import tempfile
 
     import ase.io
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
     import symmd
+    from symmd._md_command import thermalize
     from symmd.models import cual_cell
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -248,7 +248,7 @@ def main() -> None:
     parser.add_argument("--out", help="folder for the run (default: a temporary one)")
     args = parser.parse_args()
     atoms = ase.io.read(args.structure) if args.structure else cual_cell(rattle=0.05)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize(atoms, 300.0, np.random.default_rng(0))
     folder = pathlib.Path(args.out or tempfile.mkdtemp(prefix="symmd-mts-"))
     folder.mkdir(parents=True, exist_ok=True)
     symmd.export(args.model, folder / "direct.pt", symmetrize="project")
