@@ -127,16 +127,22 @@ class ConservationCheck:
         ``(metric, value, limit)`` of the checks that fail. Angular momentum
         and net torque are left out (``None``) for a structure with a periodic
         direction; the net torque is flagged only for ``direct`` forces (not
-        the gradient of an energy). The first call (and the first after the
-        atoms changed) sets the start."""
+        the gradient of an energy). The first call sets the start, and so
+        does the first after the atoms changed or after calls with all
+        momenta zero (e.g. a relaxation before the MD)."""
         masses = atoms.get_masses()
-        state = rigid_body(atoms.positions, atoms.get_momenta(), masses)
-        ekin = float((atoms.get_momenta() ** 2 / masses[:, None]).sum()) / 2
+        momenta = atoms.get_momenta()
+        state = rigid_body(atoms.positions, momenta, masses)
+        ekin = float((momenta**2 / masses[:, None]).sum()) / 2
         n = len(atoms)
         temperature = 2 * ekin / (3 * n * units.kB) if n else 0.0
         numbers = atoms.numbers.tobytes()
-        if self._start is None or self._start["numbers"] != numbers:
-            self._start = dict(state, temperature=temperature, numbers=numbers)
+        moving = bool(momenta.any())
+        start = self._start
+        # a new start: the first step, other atoms, or the first step with
+        # momenta after steps at rest (a relaxation before MD)
+        if start is None or start["numbers"] != numbers or (moving and not start["moving"]):
+            self._start = dict(state, temperature=temperature, numbers=numbers, moving=moving)
         start = self._start
         kt = units.kB * max(start["temperature"], temperature, MIN_TEMPERATURE)
         forces = np.asarray(forces, dtype=np.float64)

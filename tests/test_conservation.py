@@ -291,28 +291,47 @@ def test_flag_messages_say_what_is_wrong_and_the_fix():
 
 
 def test_thermal_units_of_a_rigid_motion():
-    """A rigid translation of thermal size is 1 unit of momentum; a rigid
-    rotation with kT/2 of kinetic energy is 1 unit of angular momentum."""
+    """A rigid translation or rotation added to thermal momenta: x^2 / 2 is the
+    kinetic energy of the added rigid motion in units of kT, and a translation
+    leaves L about the centre of mass unchanged, a rotation P."""
     atoms = cu_cluster(13)
-    atoms.set_momenta(np.zeros((13, 3)))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(1))
+    p0, masses = atoms.get_momenta(), atoms.get_masses()
     check = ConservationCheck({}, "nve")
     forces = np.zeros((13, 3))
+    t0 = atoms.get_temperature()
     check.observe(atoms, forces)
-    kt = units.kB * 300.0
-    masses = atoms.get_masses()
-    total = masses.sum()
-    atoms.set_momenta(masses[:, None] * np.array([1.0, 0, 0]) * np.sqrt(kt / total))
-    check._start["temperature"] = 300.0  # the reference temperature of the thermal unit
+    state = rigid_body(atoms.positions, p0, masses)
+    for kind in ("translation", "rotation"):
+        if kind == "translation":
+            velocity = np.array([0.01, -0.02, 0.005])
+            added = masses[:, None] * velocity
+            energy = 0.5 * masses.sum() * velocity @ velocity
+        else:
+            omega = np.array([0.002, 0.001, -0.003])
+            added = masses[:, None] * np.cross(omega, atoms.positions - state["R"])
+            energy = 0.5 * omega @ state["I"] @ omega
+        atoms.set_momenta(p0 + added)
+        kt = units.kB * max(t0, atoms.get_temperature())
+        row, _ = check.observe(atoms, forces)
+        moved, still = ("momentum", "angular_momentum")[:: 1 if kind == "translation" else -1]
+        assert row[moved] == pytest.approx(np.sqrt(2 * energy / kt), rel=1e-10)
+        assert row[still] == pytest.approx(0.0, abs=1e-10)
+
+
+def test_md_after_a_relaxation_starts_the_momentum_reference_afresh():
+    """Steps at rest (an optimizer sets no momenta) then thermal velocities: the
+    MD's first step is the start, not the relaxation's."""
+    atoms = cu_cluster(13)
+    check = ConservationCheck({}, "nve")
+    forces = np.zeros((13, 3))
+    for _ in range(3):
+        assert check.observe(atoms, forces)[0]["momentum"] == 0.0
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
     row, flags = check.observe(atoms, forces)
-    assert row["momentum"] == pytest.approx(1.0, rel=1e-12)
-    assert row["angular_momentum"] == pytest.approx(0.0, abs=1e-12)
-    state = rigid_body(atoms.positions, np.zeros((13, 3)), masses)
-    axis = np.array([0.0, 0.0, 1.0])
-    omega = axis * np.sqrt(kt / (axis @ state["I"] @ axis))  # (1/2) w I w = kT / 2
-    atoms.set_momenta(masses[:, None] * np.cross(omega, atoms.positions - state["R"]))
-    row, flags = check.observe(atoms, forces)
-    assert row["angular_momentum"] == pytest.approx(1.0, rel=1e-12)
-    assert row["momentum"] == pytest.approx(0.0, abs=1e-12)
+    assert row["momentum"] == 0.0 and row["angular_momentum"] == 0.0 and flags == []
+    atoms.set_momenta(atoms.get_momenta() * 1.5)  # now a change is a change
+    assert check.observe(atoms, forces)[0]["momentum"] > 0.1
 
 
 @pytest.mark.slow
