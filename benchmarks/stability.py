@@ -18,7 +18,10 @@ Runs: NVE at 1 fs (300 K initial velocities), Langevin at 300 K and 900 K
 velocities (and seeds the Langevin noise); every mode starts from them.
 
 Per run: the energy drift (slope of the total energy per atom, meV/atom/ps;
-NVE), the temperature drift (K/ps, NVE), the change of momentum and angular
+NVE), the temperature drift (K/ps, NVE), the time at which the total energy
+has changed by a tenth of the initial kinetic energy (the work of the forces
+against the model's energy: a 10% temperature drift at the least; NVE), the
+change of momentum and angular
 momentum since the start in thermal units (:mod:`symmd.conservation`) against
 time, the time to failure (collapse below 0.6 x the sum of covalent radii,
 non-finite values, or the running mean temperature over 100 fs above twice
@@ -336,6 +339,8 @@ def _slope(t: np.ndarray, y: np.ndarray) -> float | None:
 
 def _record(task, series, failed, first, wall, steps_done, n_atoms) -> dict:
     """The JSON line of one run: settings, series, and its summary."""
+    from ase import units
+
     t = np.array([r["time_ps"] for r in series])
     record = {k: task[k] for k in ("key", "system", "ensemble", "mode", "seed", "steps")}
     record.update(n_atoms=n_atoms, failed=failed, first_flags=first, series=series)
@@ -351,6 +356,18 @@ def _record(task, series, failed, first, wall, steps_done, n_atoms) -> dict:
         if task["ensemble"] == "nve":
             record["energy_drift_meV_per_atom_per_ps"] = 1000 * _slope(t, etot)
             record["temperature_drift_K_per_ps"] = _slope(t, temperature)
+            # the work of the forces against the model's energy that would raise
+            # the kinetic energy by 10%: a 10% temperature drift, at the least
+            tenth = 0.1 * 1.5 * units.kB * NVE_TEMPERATURE
+            over = np.nonzero(np.abs(etot - etot[0]) > tenth)[0]
+            heated = float(t[over[0]]) if len(over) else None
+            record["time_to_10pct_heat_ps"] = heated
+            flag = record["first_flag"]
+            record["flagged_before_10pct_heat"] = (
+                None
+                if flag is None
+                else (heated is None or flag["step"] * TIMESTEP_FS / 1000 <= heated)
+            )
         for name in ("momentum", "angular_momentum"):
             values = [r[name] for r in series if r[name] is not None]
             if values:
@@ -442,6 +459,8 @@ def _summarize(runs: list, cost) -> dict:
         "temperature_drift_K_per_ps": _stats([r.get("temperature_drift_K_per_ps") for r in runs]),
         "momentum_max": _stats([r.get("momentum_max") for r in runs]),
         "angular_momentum_max": _stats([r.get("angular_momentum_max") for r in runs]),
+        "time_to_10pct_heat_ps": _stats([r.get("time_to_10pct_heat_ps") for r in runs]),
+        "flagged_before_10pct_heat": sum(bool(r.get("flagged_before_10pct_heat")) for r in runs),
         "flagged": len(flags),
         "first_flag_step": _stats([f["step"] for f in flags]),
         "first_flag_metrics": sorted({f["metric"] for f in flags}),
