@@ -39,7 +39,7 @@ calculator. The total cost is estimated, from the timing pass, before the
 runs start (``--estimate`` stops there).
 
     python benchmarks/stability.py [--quick] [--jobs 2] [--model PATH]
-        [--steps 5000] [--seeds 4] [--systems cluster bulk]
+        [--steps 5000] [--average-steps N] [--seeds 4] [--systems cluster bulk]
         [--ensembles nve langevin300 langevin900] [--modes ...] [--out DIR]
 
 Writes ``DIR/stability.json`` (``stability_quick.json`` with ``--quick``) and
@@ -575,6 +575,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run (40 steps, 1 seed)")
     parser.add_argument("--steps", type=int, help="MD steps of 1 fs (default 5000; quick 40)")
+    parser.add_argument(
+        "--average-steps",
+        type=int,
+        help="MD steps of the averaged modes, which cost 24-48 evaluations a step "
+        "(default: --steps)",
+    )
     parser.add_argument("--seeds", type=int, help="seeds per setting (default 4; quick 1)")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--ensembles", nargs="+", choices=list(ENSEMBLES), default=list(ENSEMBLES))
@@ -620,8 +626,11 @@ def main(argv=None) -> int:
     for system in args.systems:
         for ensemble in args.ensembles:
             for mode in args.modes:
+                length = steps
+                if "average" in mode and args.average_steps:
+                    length = args.average_steps
                 for seed in range(seeds):
-                    key = f"{pathlib.Path(model).name}:{digest}/{system}/{ensemble}/{mode}/seed{seed}/steps{steps}/stride{stride}"
+                    key = f"{pathlib.Path(model).name}:{digest}/{system}/{ensemble}/{mode}/seed{seed}/steps{length}/stride{stride}"
                     tasks.append(
                         dict(
                             key=key,
@@ -629,7 +638,7 @@ def main(argv=None) -> int:
                             ensemble=ensemble,
                             mode=mode,
                             seed=seed,
-                            steps=steps,
+                            steps=length,
                             stride=stride,
                             model=model,
                         )
@@ -695,6 +704,7 @@ def main(argv=None) -> int:
         "model": pathlib.Path(model).name,
         "model_sha256": digest,
         "steps": steps,
+        "average_steps": args.average_steps or steps,
         "seeds": seeds,
         "stride": stride,
         "timestep_fs": TIMESTEP_FS,
