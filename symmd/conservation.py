@@ -138,12 +138,17 @@ class ConservationCheck:
         temperature = 2 * ekin / (3 * n * units.kB) if n else 0.0
         numbers = atoms.numbers.tobytes()
         moving = bool(momenta.any())
-        start = self._start
+        previous = self._start
         # a new start: the first step, other atoms, or the first step with
         # momenta after steps at rest (a relaxation before MD)
-        if start is None or start["numbers"] != numbers or (moving and not start["moving"]):
-            self._start = dict(state, temperature=temperature, numbers=numbers, moving=moving)
-        start = self._start
+        if (
+            previous is None
+            or previous["numbers"] != numbers
+            or (moving and not previous["moving"])
+        ):
+            previous = dict(state, temperature=temperature, numbers=numbers, moving=moving)
+            self._start = previous
+        start: dict = previous
         kt = units.kB * max(start["temperature"], temperature, MIN_TEMPERATURE)
         forces = np.asarray(forces, dtype=np.float64)
         net = forces.sum(0)
