@@ -25,7 +25,9 @@ style trust levels ``trust=(lo, hi)``: candidates in ``[lo, hi)`` are logged,
 Every step (no model call) it also checks the physics: non-finite values, the
 shortest interatomic distance against ``min_distance_factor`` times the sum of
 covalent radii (collapse), the largest force, a temperature jump, and, with
-``ensemble="nve"``, the drift of the total energy. Thresholds that are not
+``ensemble="nve"``, the drift of the total energy; and the momentum,
+angular momentum, net force and net torque that direct forces break
+(:mod:`symmd.conservation`). Thresholds that are not
 given are taken relative to the run's own baseline, the median over the first
 ``baseline`` checks.
 
@@ -52,7 +54,9 @@ import torch
 from ase import units
 from ase.data import covalent_radii
 
+from . import conservation
 from ._kwargs import check_keywords
+from .conservation import METRICS as CONSERVATION_METRICS
 from .metrics import sample_error
 from .o3 import random_o3
 from .uncertainty import PER_ATOM_METRICS, check_limit, check_trust, classify
@@ -62,8 +66,8 @@ __all__ = ["LOG_FIELDS", "InstabilityWarning", "Monitor", "Observation"]
 LOG_FIELDS = [
     "step", "time_fs", "mode", "epot", "ekin", "etot", "temperature", "max_force",
     "min_distance", "a2_energy", "a2_energy_se", "a2_forces", "a2_forces_se",
-    "a_forces_rms", "a_forces_max", "rel_forces", "a2_stress", "a2_stress_se", "flags",
-    "candidates",
+    "a_forces_rms", "a_forces_max", "rel_forces", "a2_stress", "a2_stress_se",
+    *CONSERVATION_METRICS, "flags", "candidates",
 ]  # fmt: skip
 #: flags that measure the symmetry itself (averaging cures them)
 EQUIVARIANCE_FLAGS = ("rel_forces", "a_forces_rms", "energy", "stress")
@@ -126,7 +130,9 @@ class Monitor:
         ``rel_forces``, ``a_forces_rms`` (eV/A), ``a_forces_max`` (the
         largest per-atom A of the forces, eV/A, absolute), ``energy`` (eV),
         ``stress`` (eV/A^3), ``max_force`` (eV/A), ``min_distance_factor``,
-        ``temperature_factor``, ``energy_drift`` (eV/atom). A value flags
+        ``temperature_factor``, ``energy_drift`` (eV/atom), ``momentum``,
+        ``angular_momentum`` (thermal units), ``net_force`` (eV/A),
+        ``net_torque`` (eV) (see :mod:`symmd.conservation`). A value flags
         when it exceeds its limit (``>``).
     trust: trust levels ``(lo, hi)`` in eV/A of ``a_forces_max`` (or a dict
         ``{"a_forces_max": (lo, hi)}``, or :func:`symmd.uncertainty.trust_levels`'
@@ -143,7 +149,9 @@ class Monitor:
         averaging (a collision is not cured by symmetry).
     log: CSV path (one row per check or flag, flushed) or None.
     seed: seeds the rotations (default: the calculator's seed).
-    ensemble: ``"nve"`` turns on the energy-drift check.
+    ensemble: ``"nve"`` turns on the energy-drift check and holds momentum
+        and angular momentum to conservation (a thermostat exchanges them
+        with its bath: looser limits).
     timestep: MD time step in fs, for the ``time_fs`` column.
     last_good: path where the last frame that passed every check is written
         (extxyz) when the monitor asks to stop; default
@@ -229,6 +237,7 @@ class Monitor:
             k: [] for k in ("rel_forces", "max_force", "temperature", "etot")
         }
         self._calm = 0
+        self._conservation = conservation.ConservationCheck(self.thresholds, ensemble)
 
     @property
     def last_good_path(self) -> Optional[str]:
@@ -342,6 +351,10 @@ class Monitor:
         if finite:
             row.update(self._physics(results, atoms))
             flags += self._sanity_flags(row, len(atoms))
+            direct = bool(getattr(calc.model, "non_conservative", False))
+            conserved, broken = self._conservation.observe(atoms, results["forces"], direct)
+            row.update(conserved)
+            flags += broken
         measured = finite and self.every > 0 and step % self.every == 0
         errors: dict = {}
         if measured:
@@ -455,6 +468,8 @@ class Monitor:
                 f"min_distance = {value:.4g} A is a collision: {limit:.4f} x the sum of covalent "
                 f"radii, below the limit {factor:g}"
             )
+        elif name in CONSERVATION_METRICS:
+            what = conservation.reason(name, value, limit)
         elif name == "non_finite":
             what = "non-finite positions, energy, forces or stress"
         else:
