@@ -172,6 +172,7 @@ def run_md(args) -> int:
     from tqdm import tqdm
 
     from . import InstabilityError, Monitor, SymmetryCalculator
+    from .uncertainty import ARRAY
 
     if args.ensemble == "nve" and args.friction is not None:
         raise ValueError("--friction applies to --ensemble langevin only")
@@ -181,6 +182,7 @@ def run_md(args) -> int:
     rng = np.random.default_rng(args.seed)
     monitor = Monitor(
         every=args.monitor_every,
+        trust=args.trust,
         action=args.action,
         log=args.log,
         overwrite=args.overwrite,
@@ -214,7 +216,14 @@ def run_md(args) -> int:
         import ase.io
 
         def write_frame():
-            ase.io.write(args.trajectory, atoms, format="extxyz", append=True)
+            # the per-atom A of the forces, in the results at checked steps only
+            per_atom = calc.results.get(ARRAY)
+            if per_atom is not None:
+                atoms.arrays[ARRAY] = np.asarray(per_atom, dtype=np.float64)
+            try:
+                ase.io.write(args.trajectory, atoms, format="extxyz", append=True)
+            finally:
+                atoms.arrays.pop(ARRAY, None)
 
         open(args.trajectory, "w").close()
         dyn.attach(write_frame, interval=args.trajectory_every)

@@ -17,6 +17,11 @@ rule's own spread is exact only for responses band-limited to half its
 degree). The force metric is the RMS over atoms,
 :math:`A_F = (\frac1N \sum_i A_i^2)^{1/2}`, also relative to the RMS force.
 
+The largest per-atom value, ``a_forces_max`` (eV/A), is also an uncertainty
+of the model, judged in every mode against an absolute ``threshold`` or DP-GEN
+style trust levels ``trust=(lo, hi)``: candidates in ``[lo, hi)`` are logged,
+``hi`` and above flags (:mod:`symmd.uncertainty` chooses the levels).
+
 Every step (no model call) it also checks the physics: non-finite values, the
 shortest interatomic distance against ``min_distance_factor`` times the sum of
 covalent radii (collapse), the largest force, a temperature jump, and, with
@@ -54,6 +59,7 @@ from ._kwargs import check_keywords
 from .conservation import METRICS as CONSERVATION_METRICS
 from .metrics import sample_error
 from .o3 import random_o3
+from .uncertainty import PER_ATOM_METRICS, check_limit, check_trust, classify
 
 __all__ = ["LOG_FIELDS", "InstabilityWarning", "Monitor", "Observation"]
 
@@ -61,7 +67,7 @@ LOG_FIELDS = [
     "step", "time_fs", "mode", "epot", "ekin", "etot", "temperature", "max_force",
     "min_distance", "a2_energy", "a2_energy_se", "a2_forces", "a2_forces_se",
     "a_forces_rms", "a_forces_max", "rel_forces", "a2_stress", "a2_stress_se",
-    *CONSERVATION_METRICS, "flags",
+    *CONSERVATION_METRICS, "flags", "candidates",
 ]  # fmt: skip
 #: flags that measure the symmetry itself (averaging cures them)
 EQUIVARIANCE_FLAGS = ("rel_forces", "a_forces_rms", "energy", "stress")
@@ -121,11 +127,20 @@ class Monitor:
     threshold: ``None`` (relative to the run's baseline: ``baseline_factor``
         times the baseline median relative force error), a float (relative
         force error :math:`A_F/F_{rms}`), or a dict with any of the keys
-        ``rel_forces``, ``a_forces_rms`` (eV/A), ``energy`` (eV), ``stress``
-        (eV/A^3), ``max_force`` (eV/A), ``min_distance_factor``,
+        ``rel_forces``, ``a_forces_rms`` (eV/A), ``a_forces_max`` (the
+        largest per-atom A of the forces, eV/A, absolute), ``energy`` (eV),
+        ``stress`` (eV/A^3), ``max_force`` (eV/A), ``min_distance_factor``,
         ``temperature_factor``, ``energy_drift`` (eV/atom), ``momentum``,
         ``angular_momentum`` (thermal units), ``net_force`` (eV/A),
-        ``net_torque`` (eV) (see :mod:`symmd.conservation`).
+        ``net_torque`` (eV) (see :mod:`symmd.conservation`). A value flags
+        when it exceeds its limit (``>``).
+    trust: trust levels ``(lo, hi)`` in eV/A of ``a_forces_max`` (or a dict
+        ``{"a_forces_max": (lo, hi)}``, or :func:`symmd.uncertainty.trust_levels`'
+        result), in the DP-GEN sense: a check with ``lo <= value < hi`` is a
+        candidate for labelling (``monitor.candidates``, the ``candidates``
+        log column; no action), ``value >= hi`` flags and applies the action.
+        Per-atom flags and levels apply in every mode, ``"average"`` included:
+        they judge the model, which averaging does not change.
     action: ``"warn"``, ``"raise"`` (the calculator raises
         :class:`~symmd.InstabilityError`), ``"symmetrize"`` (the calculator
         switches to ``"average"``) or a callable ``action(monitor, event)``.
@@ -165,6 +180,7 @@ class Monitor:
         back_off: bool = False,
         patience: int = 5,
         overwrite: bool = False,
+        trust: Any = None,
         **kwargs: Any,
     ):
         check_keywords(kwargs, Monitor.__init__, "Monitor")
@@ -192,6 +208,14 @@ class Monitor:
             if isinstance(threshold, (int, float))
             else dict(threshold or {})
         )
+        self.trust = check_trust(trust)
+        for metric in PER_ATOM_METRICS:
+            if metric in self.thresholds:
+                self.thresholds[metric] = check_limit(metric, self.thresholds[metric])
+                if metric in self.trust:
+                    raise ValueError(
+                        f"give {metric} either as threshold[{metric!r}] or in trust=(lo, hi), not both"
+                    )
         self.thresholds.setdefault("min_distance_factor", 0.6)
         self.thresholds.setdefault("temperature_factor", 3.0)
         self.thresholds.setdefault("energy_drift", 0.05)
@@ -203,6 +227,9 @@ class Monitor:
         self._last_good_given = None if last_good is None else os.fspath(last_good)
         self.history: list[dict] = []
         self.events: list[dict] = []
+        #: checks with a per-atom metric in ``[lo, hi)`` of ``trust``: dicts
+        #: ``{"step", "metric", "value", "lo", "hi"}``
+        self.candidates: list[dict] = []
         self.last_good = None
         self._rng = np.random.default_rng(seed)
         self._attached = False
@@ -338,6 +365,7 @@ class Monitor:
             row["rel_forces"] = row["a_forces_rms"] / f_rms if f_rms > 0 else 0.0
             if calc.mode != "average":  # the averaged forces are equivariant: nothing to flag
                 flags += self._error_flags(row)
+            flags += self._per_atom_flags(row)
             self._update_baseline(row)
         row.pop("_min_ratio", None)
         row["flags"] = ";".join(name for name, _, _ in flags)
@@ -401,6 +429,29 @@ class Monitor:
                 value = math.sqrt(max(row[metric], 0.0))
                 if value > self.thresholds[key]:
                     flags.append((key, value, self.thresholds[key]))
+        return flags
+
+    def _per_atom_flags(self, row: dict) -> list:
+        """Absolute per-atom limits (``threshold``: flag above) and trust levels
+        (a candidate in ``[lo, hi)``, a flag at or above ``hi``)."""
+        flags, candidates = [], []
+        for metric in PER_ATOM_METRICS:
+            if metric not in row:
+                continue
+            value = row[metric]
+            if metric in self.thresholds and value > self.thresholds[metric]:
+                flags.append((metric, value, self.thresholds[metric]))
+            if metric in self.trust:
+                lo, hi = self.trust[metric]
+                level = classify(value, lo, hi)
+                if level == "flag":
+                    flags.append((metric, value, hi))
+                elif level == "candidate":
+                    candidates.append(metric)
+                    self.candidates.append(
+                        {"step": row["step"], "metric": metric, "value": value, "lo": lo, "hi": hi}
+                    )
+        row["candidates"] = ";".join(candidates)
         return flags
 
     def _update_baseline(self, row: dict) -> None:
