@@ -140,6 +140,12 @@ class MetatomicAdapter(Adapter):
         self._requests = [
             (float(o.engine_cutoff("angstrom")), bool(o.full_list)) for o in self._nl_options
         ]
+        self._options: dict = {}  # ModelEvaluationOptions per requested properties
+        from metatensor.torch import Labels
+
+        ints = torch.arange(3, dtype=torch.int32, device=self.device)[:, None]
+        self._xyz = Labels(["xyz"], ints)  # the fixed Labels of every neighbour list
+        self._distance = Labels(["distance"], ints[:1] * 0)
 
     def neighbor_requests(self) -> list[tuple[float, bool]]:
         return list(dict.fromkeys(self._requests))
@@ -187,8 +193,7 @@ class MetatomicAdapter(Adapter):
         sizes = batch.n_atoms.tolist()
         positions = batch.positions.split(sizes)
         types = batch.types.split(sizes)
-        xyz = Labels(["xyz"], torch.arange(3, device=self.device, dtype=torch.int32)[:, None])
-        distance = Labels(["distance"], torch.zeros(1, 1, device=self.device, dtype=torch.int32))
+        xyz, distance = self._xyz, self._distance
         blocks = {}
         for request, (first, second, shifts, counts) in batch.pairs.items():
             copy = torch.repeat_interleave(torch.arange(n_copies, device=self.device), counts)
@@ -208,9 +213,9 @@ class MetatomicAdapter(Adapter):
             system = System(types[c], positions[c], batch.cell[c], batch.pbc[c])
             for options, request in zip(self._nl_options, self._requests):
                 vectors, samples = blocks[request]
-                block = TensorBlock(
-                    vectors[c][:, :, None], Labels(names, samples[c]), [xyz], distance
-                )
+                # the pairs of a neighbour list are unique: skip metatensor's check
+                labels = Labels(names, samples[c], assume_unique=True)
+                block = TensorBlock(vectors[c][:, :, None], labels, [xyz], distance)
                 system.add_neighbor_list(options, block)
             systems.append(system)
         return systems
@@ -218,7 +223,13 @@ class MetatomicAdapter(Adapter):
     def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, Any]:
         from metatomic.torch import ModelEvaluationOptions
 
-        options = ModelEvaluationOptions(length_unit="angstrom", outputs=self._outputs(properties))
+        key = tuple(properties)
+        options = self._options.get(key)
+        if options is None:
+            options = ModelEvaluationOptions(
+                length_unit="angstrom", outputs=self._outputs(properties)
+            )
+            self._options[key] = options
         raw = self.model(self._systems(batch), options, check_consistency=False)
         n_copies = len(batch.n_atoms)
         atom_start = torch.cumsum(batch.n_atoms, 0) - batch.n_atoms

@@ -46,6 +46,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ..o3 import Quadrature, check_orthogonal
 from ._adapters import Adapter
 from ._outputs import Extra, Responses
+from ._reuse import Reuse
 from ._rotate import rotate
 from ._structures import Batch, Structures, as_structures, neighbor_pairs
 
@@ -160,6 +161,7 @@ def evaluate_rotated(
     properties: Sequence[str] = ("energy", "forces"),
     batch_size: Optional[int] = None,
     differentiable: bool = False,
+    reuse: Optional[Reuse] = None,
 ) -> Responses:
     """Evaluate ``model`` on every rotated copy of ``atoms``.
 
@@ -180,6 +182,9 @@ def evaluate_rotated(
         the model's parameters (forces and stress with ``create_graph=True``,
         so that a loss on them can be back-propagated: a double backward).
         Default ``False``: detached responses.
+    reuse: a :class:`~symmd.models.Reuse` kept across the calls of one run
+        (one structure): its Verlet neighbour lists and validated fixed parts
+        replace the per-call ones (the same pairs; their order may differ).
 
     Returns float64 responses in the rotated frame on the model's device, as
     a :class:`~symmd.models.Responses` dict (see the module docstring for
@@ -196,7 +201,14 @@ def evaluate_rotated(
             f"differentiable=True needs a torch model; a {type(adapter).__name__} has no "
             "autograd graph"
         )
-    structures = atoms if isinstance(atoms, Structures) else as_structures(atoms)
+    structures: Structures
+    if isinstance(atoms, Structures):
+        structures = atoms
+    elif reuse is not None and isinstance(atoms, ase.Atoms):
+        structures = reuse.structures(atoms)
+    else:
+        structures = as_structures(atoms)
+        reuse = None
     properties = _check_properties(properties, structures, adapter.declared_outputs())
     adapter.check(structures, properties)
     rot = _as_rotations(rotations)
@@ -209,7 +221,11 @@ def evaluate_rotated(
     structures = structures.to(device)
     rot = rot.to(device)
     pairs = {
-        request: neighbor_pairs(structures, *request).to(device)
+        request: (
+            reuse.pairs(structures, *request)
+            if reuse is not None and structures.n_systems == 1
+            else neighbor_pairs(structures, *request)
+        ).to(device)
         for request in adapter.neighbor_requests()
     }
     n_copies = len(rot) * structures.n_systems
