@@ -12,9 +12,7 @@ from symmd.models import Reuse, as_structures, evaluate_rotated, neighbor_pairs
 
 
 def pair_set(pairs):
-    return set(
-        zip(pairs.first.tolist(), pairs.second.tolist(), map(tuple, pairs.shifts.tolist()))
-    )
+    return set(zip(pairs.first.tolist(), pairs.second.tolist(), map(tuple, pairs.shifts.tolist())))
 
 
 @pytest.mark.parametrize("full_list", [True, False])
