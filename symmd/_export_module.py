@@ -17,7 +17,8 @@ model's dtype,
 
 with :func:`symmd.metrics.back_rotate` and :func:`symmd.metrics.weighted_sum`.
 With the identity as the only "rotation" (modes ``"none"``/``"project"``)
-these are the raw predictions.
+these are the raw predictions, and the engine's systems are passed to the
+model as they are (no copies: the raw model's cost, bitwise its outputs).
 
 Monitoring: on every ``monitor_every``-th call (the first included),
 ``n_draws`` Haar-random O(3) elements :math:`h_j` (a uniform unit quaternion
@@ -263,7 +264,10 @@ class SymmetrizedEnergy(torch.nn.Module):
         if want_stress:
             inner[self.nc_stress] = ModelOutput(sample_kind="system")
 
-        copies = self._copies(systems, rot)
+        if self.mode == "average" or joined:
+            copies = self._copies(systems, rot)
+        else:  # the identity is the only rotation: the engine's systems are the copies
+            copies = systems
         n_copies = len(copies)
         batch_size = self.batch_size
         if batch_size <= 0:  # symmd.models.chunk_plan's default
