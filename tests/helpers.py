@@ -77,3 +77,33 @@ def tiny_pet(seed=0, cutoff=4.0):
     )
     torch.manual_seed(seed)
     return PET(hypers, info)
+
+
+#: what running Python and the test tools creates in a checkout (not litter)
+CACHE_PARTS = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".egg-info")
+
+
+def checkout_files(root):
+    """The git status lines of the checkout at ``root``, untracked and ignored
+    files included (``--ignored=matching``: an ignored directory is one entry),
+    without Python and tool caches; ``None`` when ``root`` is not a git
+    checkout or git is missing."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored=matching", "--untracked-files=all"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return {
+        line
+        for line in done.stdout.splitlines()
+        if line.strip() and not any(part in line for part in CACHE_PARTS)
+    }
