@@ -9,6 +9,10 @@ with the shipped PET ``pet-emt-cual`` (float32, CPU) on fcc Cu/Al cells of
 * ``none`` / ``project``: ``SymmetryCalculator(model, symmetrize=...)``;
 * ``monitor10`` / ``monitor1``: ``none`` with ``Monitor(every=10 | 1,
   rotations=2)``: the draws join the step's own batched model call;
+* ``monitor10_separate``: the same with the draws evaluated in a model call
+  of their own (the monitor before issue 22), for comparison;
+* ``physics``: ``none`` with ``Monitor(every=0)``: the per-step physical
+  checks alone (no draws), the monitor's floor;
 * ``export_none``: ``symmd.export(model, symmetrize="none")`` run by
   ``MetatomicCalculator`` (the raw exported model, the exported baseline);
 * ``export_monitor10`` / ``export_monitor1``: the same with
@@ -82,6 +86,14 @@ def load_average() -> float:
         return float(handle.read().split()[0])
 
 
+class SeparateDraws(Monitor):
+    """A monitor that asks for no draws in the step's batch, so that its check
+    evaluates them in a model call of its own (the same seeded draws)."""
+
+    def draws(self, calc):
+        return None
+
+
 def make_variants(adapter, path: str, folder: str) -> dict:
     """name -> calculator (fresh; each is used for one whole run)."""
     exported = {}
@@ -95,6 +107,10 @@ def make_variants(adapter, path: str, folder: str) -> dict:
         "project": SymmetryCalculator(adapter, symmetrize="project"),
         "monitor10": SymmetryCalculator(adapter, monitor=Monitor(every=10, rotations=2, seed=0)),
         "monitor1": SymmetryCalculator(adapter, monitor=Monitor(every=1, rotations=2, seed=0)),
+        "monitor10_separate": SymmetryCalculator(
+            adapter, monitor=SeparateDraws(every=10, rotations=2, seed=0)
+        ),
+        "physics": SymmetryCalculator(adapter, monitor=Monitor(every=0)),
         "export_none": MetatomicCalculator(exported[None]),
         "export_monitor10": MetatomicCalculator(exported[10]),
         "export_monitor1": MetatomicCalculator(exported[1]),
@@ -150,13 +166,14 @@ def run_size(n_atoms: int, adapter, path: str, args, rng, folder: str) -> dict:
     pairs.update({"export_monitor10": "export_none", "export_monitor1": "export_none"})
     checks = {
         name: sum(1 for row in calcs[name].monitor.history if "a2_forces" in row)
-        for name in ("monitor10", "monitor1")
+        for name in ("monitor10", "monitor1", "monitor10_separate")
     }
     return {
         "n_atoms": n_atoms,
         "evaluations": args.warmup + 1 + args.rounds * args.steps,
         "checks": checks,
         "load_avg_per_round": loads,
+        "monitor10_joined_over_separate_cpu": paired(cpu, "monitor10", "monitor10_separate"),
         "max_diff_vs_metatomic": diffs,
         "variants": {
             name: {
@@ -236,7 +253,8 @@ def main() -> None:
         print(
             f"{size['n_atoms']} atoms: max |dF| none vs metatomic "
             f"{size['max_diff_vs_metatomic']['none']['forces']:.1e} eV/A; checks "
-            f"{size['checks']} in {size['evaluations']} evaluations"
+            f"{size['checks']} in {size['evaluations']} evaluations; monitor10 joined/separate "
+            f"{size['monitor10_joined_over_separate_cpu']:.3f}x"
         )
     end_load = load_average()
     out = {

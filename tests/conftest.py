@@ -24,9 +24,9 @@ def pet_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def checkout_stays_clean():
-    """Fail the session if the tests leave new or changed files in the git
-    checkout (ignored ones included: a run log in the repository root is as
-    much litter as an untracked file). Skipped outside a git checkout."""
+    """Fail the session if the tests leave new files in the git checkout
+    (ignored ones included: a run log in the repository root is as much
+    litter as an untracked file). Skipped outside a git checkout."""
     before = checkout_files(ROOT)
     yield
     if before is None:

@@ -84,10 +84,11 @@ CACHE_PARTS = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".e
 
 
 def checkout_files(root):
-    """The git status lines of the checkout at ``root``, untracked and ignored
-    files included (``--ignored=matching``: an ignored directory is one entry),
-    without Python and tool caches; ``None`` when ``root`` is not a git
-    checkout or git is missing."""
+    """The files of the checkout at ``root`` that git does not track, as git
+    status lines (``?? path`` untracked, ``!! path`` ignored; an ignored
+    directory is one entry), without Python and tool caches; ``None`` when
+    ``root`` is not a git checkout or git is missing. (Edits of tracked files
+    are left out: a developer may edit while the tests run.)"""
     import subprocess
 
     try:
@@ -105,5 +106,5 @@ def checkout_files(root):
     return {
         line
         for line in done.stdout.splitlines()
-        if line.strip() and not any(part in line for part in CACHE_PARTS)
+        if line[:2] in ("??", "!!") and not any(part in line for part in CACHE_PARTS)
     }

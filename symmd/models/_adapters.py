@@ -196,15 +196,27 @@ class MetatomicAdapter(Adapter):
         xyz, distance = self._xyz, self._distance
         blocks = {}
         for request, (first, second, shifts, counts) in batch.pairs.items():
-            copy = torch.repeat_interleave(torch.arange(n_copies, device=self.device), counts)
+            shifts_f = shifts.to(batch.cell.dtype)
+            if n_copies == 1:  # the raw path: one copy, one cell, local indices
+                lattice = shifts_f @ batch.cell[0]
+                local = [first[:, None], second[:, None]]
+            else:
+                copy = torch.repeat_interleave(torch.arange(n_copies, device=self.device), counts)
+                lattice = torch.einsum("pa,pab->pb", shifts_f, batch.cell[copy])
+                start = atom_start[copy]
+                local = [(first - start)[:, None], (second - start)[:, None]]
+            # index_select: the cheapest differentiable gather (backward: index_add)
             vectors = (
-                batch.positions[second]
-                - batch.positions[first]
-                + torch.einsum("pa,pab->pb", shifts.to(batch.cell.dtype), batch.cell[copy])
+                batch.positions.index_select(0, second)
+                - batch.positions.index_select(0, first)
+                + lattice
             )
-            local = torch.stack([first - atom_start[copy], second - atom_start[copy]], 1)
-            samples = torch.cat([local, shifts], 1).to(torch.int32)
-            blocks[request] = (vectors.split(counts.tolist()), samples.split(counts.tolist()))
+            samples = torch.cat([*local, shifts], 1).to(torch.int32)
+            if n_copies == 1:
+                blocks[request] = ([vectors], [samples])
+            else:
+                split = counts.tolist()
+                blocks[request] = (vectors.split(split), samples.split(split))
         names = ["first_atom", "second_atom", "cell_shift_a", "cell_shift_b", "cell_shift_c"]
         systems = []
         # Wrapping views of the batched tensors into metatomic objects: the
@@ -212,10 +224,10 @@ class MetatomicAdapter(Adapter):
         for c in range(n_copies):
             system = System(types[c], positions[c], batch.cell[c], batch.pbc[c])
             for options, request in zip(self._nl_options, self._requests):
-                vectors, samples = blocks[request]
+                copy_vectors, copy_samples = blocks[request]
                 # the pairs of a neighbour list are unique: skip metatensor's check
-                labels = Labels(names, samples[c], assume_unique=True)
-                block = TensorBlock(vectors[c][:, :, None], labels, [xyz], distance)
+                labels = Labels(names, copy_samples[c], assume_unique=True)
+                block = TensorBlock(copy_vectors[c][:, :, None], labels, [xyz], distance)
                 system.add_neighbor_list(options, block)
             systems.append(system)
         return systems

@@ -251,16 +251,23 @@ def evaluate_rotated(
 def _evaluate_chunk(
     adapter, structures: Structures, pairs, rot, copies, properties, differentiable=False
 ):
-    n_sys = structures.n_systems
+    n_sys, k = structures.n_systems, len(copies)
     rot_of_copy = rot[copies // n_sys]
     structure_of_copy = copies % n_sys
-    copy_of_atom, base_atom, n_atoms = _expand(
-        structures.n_atoms, structures.offsets, structure_of_copy
-    )
-
-    dtype = adapter.dtype
-    positions = rotate(structures.positions[base_atom, None], rot_of_copy[copy_of_atom])[:, 0]
+    uniform = n_sys == 1  # copies of one structure (a calculator's call): [k, n] blocks
+    if uniform:
+        n = int(structures.n_atoms[0])
+        copy_of_atom = torch.arange(k, device=rot.device).repeat_interleave(n)
+        base_atom = torch.arange(n, device=rot.device).repeat(k)
+        n_atoms = structures.n_atoms.repeat(k)
+        positions = rotate(structures.positions, rot_of_copy).reshape(k * n, 3)
+    else:
+        copy_of_atom, base_atom, n_atoms = _expand(
+            structures.n_atoms, structures.offsets, structure_of_copy
+        )
+        positions = rotate(structures.positions[base_atom, None], rot_of_copy[copy_of_atom])[:, 0]
     cell = rotate(structures.cell[structure_of_copy], rot_of_copy)
+    dtype = adapter.dtype
     positions, cell = positions.to(dtype), cell.to(dtype)
 
     want_grad = adapter.differentiable and ("forces" in properties or "stress" in properties)
@@ -269,15 +276,26 @@ def _evaluate_chunk(
         positions.requires_grad_(True)
         leaf_positions = positions
         if "stress" in properties:
-            strain = torch.zeros(
-                len(copies), 3, 3, dtype=dtype, device=positions.device, requires_grad=True
-            )
-            positions = positions + torch.einsum("mi,mij->mj", positions, strain[copy_of_atom])
+            strain = torch.zeros(k, 3, 3, dtype=dtype, device=positions.device, requires_grad=True)
+            if uniform:
+                strained = (positions.view(k, n, 3) @ strain).view(k * n, 3)
+            else:
+                strained = torch.einsum("mi,mij->mj", positions, strain[copy_of_atom])
+            positions = positions + strained
             cell = cell + cell @ strain
 
     atom_start = torch.cumsum(n_atoms, 0) - n_atoms
     batch_pairs = {}
     for request, base in pairs.items():
+        if uniform:  # the same pairs in every copy, shifted by n atoms per copy
+            shift = atom_start[:, None]
+            batch_pairs[request] = (
+                (base.first[None] + shift).reshape(-1),
+                (base.second[None] + shift).reshape(-1),
+                base.shifts.repeat(k, 1),
+                base.counts.repeat(k),
+            )
+            continue
         copy_of_pair, base_pair, counts = _expand(base.counts, base.offsets, structure_of_copy)
         shift = atom_start[copy_of_pair] - structures.offsets[structure_of_copy][copy_of_pair]
         batch_pairs[request] = (
