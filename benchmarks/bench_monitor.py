@@ -218,12 +218,12 @@ def main() -> None:
         sizes = [run_size(n, adapter, path, args, rng, folder) for n in args.sizes]
 
     print("\nms per step (median) and ratio to the baseline (median of paired rounds):")
-    header = f"{'variant':<17} {'baseline':<12}"
+    header = f"{'variant':<19} {'baseline':<12}"
     for size in sizes:
         header += f" | {size['n_atoms']:>3} atoms: cpu ms  cpu x  wall x"
     print(header)
     for name in sizes[0]["variants"]:
-        line = f"{name:<17} {sizes[0]['variants'][name]['baseline']:<12}"
+        line = f"{name:<19} {sizes[0]['variants'][name]['baseline']:<12}"
         for size in sizes:
             v = size["variants"][name]
             line += f" |       {v['cpu_ms_per_step']:>7.1f} {v['cpu_ratio']:>6.3f} {v['wall_ratio']:>7.3f}"
