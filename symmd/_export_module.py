@@ -30,9 +30,10 @@ times a random sign) are evaluated, and
 need no gradient (energies and direct forces are forward outputs), so on a
 CPU they are evaluated in their own forward-only call without an autograd
 graph, which costs less than joining the differentiated batch (2 draws of
-32-108 atoms: 0.7x of a raw call, against 1.2-1.9x joined; benchmarks/README.md,
-"The cost of watching"); on an accelerator, where a few more copies in a
-call cost almost nothing, they join the step's batch.
+32-108 atoms: 0.55-0.61 of a raw call, against 1.4-1.8 for 2 copies joined
+to a differentiated batch; benchmarks/README.md, "The cost of watching"); on
+an accelerator, where a few more copies in a call cost almost nothing, they
+join the step's batch.
 """
 
 from typing import Dict, List, Optional
