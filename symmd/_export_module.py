@@ -410,11 +410,23 @@ class SymmetrizedEnergy(torch.nn.Module):
                 dense = dense.index_put([f_copy % m, f_copy // m, f_atom], f_rows)
                 self.held_force_a2 = sample_variance(back_rotate(dense, draws, 1), 1)
 
+    def _isolated(self, system: System) -> bool:
+        """No periodic direction, or none that any neighbour pair crosses (a
+        cluster in the vacuum box that engines such as i-PI require): its
+        energy does not change under rigid rotations, so the torque goes."""
+        if not bool(system.pbc.any()):
+            return True
+        for option in system.known_neighbor_lists():
+            shifts = system.get_neighbor_list(option).samples.values[:, 2:5]
+            if bool((shifts != 0).any()):
+                return False
+        return True
+
     def _project(self, systems: List[System], forces: torch.Tensor) -> torch.Tensor:
         projected: List[torch.Tensor] = []
         for s, system in enumerate(systems):
             n = len(system)
-            f = remove_rigid(forces[s, :n], system.positions.detach(), not bool(system.pbc.any()))
+            f = remove_rigid(forces[s, :n], system.positions.detach(), self._isolated(system))
             projected.append(torch.cat([f, forces[s, n:]]))
         return torch.stack(projected)
 

@@ -196,6 +196,7 @@ def run_md(args) -> int:
         max_copies=args.max_copies or None,
         monitor=monitor,
         device=args.device,
+        non_conservative=args.non_conservative,
         seed=args.seed,
     )
     atoms.calc = calc
@@ -254,7 +255,8 @@ def run_md(args) -> int:
     except InstabilityError as error:
         bar.close()
         good = f"; last good frame: {error.last_good}" if error.last_good else ""
-        print(f"symmd md: stopped: {error}{good}{log}", file=sys.stderr)
+        reason = str(error).replace("symmetrize='project'", "--symmetrize project")
+        print(f"symmd md: stopped: {reason}{good}{log}", file=sys.stderr)
         return 3
     finally:
         bar.close()

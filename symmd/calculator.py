@@ -88,6 +88,10 @@ class SymmetryCalculator(Calculator):
         5000, about an hour per step for a few hundred atoms on a CPU);
         ``None`` allows any size.
     device, dtype, non_conservative: passed to :func:`symmd.models.load`.
+        With ``non_conservative=True`` forces and stress are the model's
+        direct outputs in every mode (forward passes only, no autograd
+        graph); a periodic cell gets a stress only when the model has
+        ``non_conservative_stress``.
     seed: seeds ``reorient`` (and the monitor, if it has no seed of its own).
     mirror_to_atoms: also store the diagnostics in ``atoms.info`` and
         ``atoms.arrays`` so that they survive in extxyz trajectories.
@@ -224,6 +228,13 @@ class SymmetryCalculator(Calculator):
                 "stress is only defined for fully periodic structures; this one has "
                 f"pbc={atoms.pbc.tolist()}"
             )
+        if periodic and not self.model.provides("stress"):  # direct forces, no direct stress
+            if "stress" in properties:
+                raise PropertyNotImplementedError(
+                    "stress with non_conservative=True needs the model's "
+                    "'non_conservative_stress' output, which this model does not have"
+                )
+            periodic = False
         props = ["energy", "forces"] + (["stress"] if periodic else [])
         return tuple(props + (["energies"] if "energies" in properties else []))
 

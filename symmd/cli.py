@@ -66,7 +66,10 @@ def _md(args) -> int:
     try:
         return run_md(args)
     except ValueError as error:  # say the command-line spelling of the fix
-        raise ValueError(str(error).replace("max_copies=None", "--max-copies 0")) from None
+        text = str(error).replace("max_copies=None", "--max-copies 0")
+        raise ValueError(
+            text.replace("use non_conservative=False", "drop --non-conservative")
+        ) from None
 
 
 def _models(args) -> int:
@@ -304,6 +307,14 @@ def _md_parser(sub) -> None:
         "without periodicity) and a symmetric stress, free; average: O(3) average over "
         "the --degree rule (exactly equivariant); adaptive: raw until the monitor flags "
         "a step, then averaging",
+    )
+    md.add_argument(
+        "--non-conservative",
+        action="store_true",
+        help="take forces (and stress) from the model's direct non_conservative_force/"
+        "stress outputs: no backward pass, but an unconstrained direct force has a net "
+        "force and torque that the monitor flags; add --symmetrize project (free) to "
+        "remove them",
     )
     md.add_argument(
         "--degree",

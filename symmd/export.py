@@ -127,7 +127,9 @@ def export(
     symmetrize: ``"average"`` (twirl over the rule), ``"none"`` (raw
         predictions) or ``"project"``: the outputs the module can reach are
         projected (non-conservative forces to zero net force, and zero net
-        torque for a system with no periodic direction; the symmetric part of
+        torque for a system with no periodic direction or with none that a
+        neighbour pair crosses, such as a cluster in the vacuum box that
+        i-PI and LAMMPS require; the symmetric part of
         the non-conservative stress). Conservative forces and the virial are
         computed by the engine from the raw energy and are *not* projected.
     quadrature: an int degree L (``symmd.o3.quadrature(L)``, the smallest

@@ -21,7 +21,9 @@ degree). The force metric is the RMS over atoms,
 Every step (no model call) it also checks the physics: non-finite values, the
 shortest interatomic distance against ``min_distance_factor`` times the sum of
 covalent radii (collapse), the largest force, a temperature jump, and, with
-``ensemble="nve"``, the drift of the total energy. Thresholds that are not
+``ensemble="nve"``, the drift of the total energy; and the momentum,
+angular momentum, net force and net torque that direct forces break
+(:mod:`symmd.conservation`). Thresholds that are not
 given are taken relative to the run's own baseline, the median over the first
 ``baseline`` checks.
 
@@ -51,7 +53,9 @@ import torch
 from ase import units
 from ase.data import covalent_radii
 
+from . import conservation
 from ._kwargs import check_keywords
+from .conservation import METRICS as CONSERVATION_METRICS
 from .metrics import sample_error
 from .o3 import Quadrature, random_o3
 
@@ -60,7 +64,8 @@ __all__ = ["LOG_FIELDS", "Draws", "InstabilityWarning", "Monitor", "Observation"
 LOG_FIELDS = [
     "step", "time_fs", "mode", "epot", "ekin", "etot", "temperature", "max_force",
     "min_distance", "a2_energy", "a2_energy_se", "a2_forces", "a2_forces_se",
-    "a_forces_rms", "a_forces_max", "rel_forces", "a2_stress", "a2_stress_se", "flags",
+    "a_forces_rms", "a_forces_max", "rel_forces", "a2_stress", "a2_stress_se",
+    *CONSERVATION_METRICS, "flags",
 ]  # fmt: skip
 #: flags that measure the symmetry itself (averaging cures them)
 EQUIVARIANCE_FLAGS = ("rel_forces", "a_forces_rms", "energy", "stress")
@@ -138,7 +143,9 @@ class Monitor:
         force error :math:`A_F/F_{rms}`), or a dict with any of the keys
         ``rel_forces``, ``a_forces_rms`` (eV/A), ``energy`` (eV), ``stress``
         (eV/A^3), ``max_force`` (eV/A), ``min_distance_factor``,
-        ``temperature_factor``, ``energy_drift`` (eV/atom).
+        ``temperature_factor``, ``energy_drift`` (eV/atom), ``momentum``,
+        ``angular_momentum`` (thermal units), ``net_force`` (eV/A),
+        ``net_torque`` (eV) (see :mod:`symmd.conservation`).
     action: ``"warn"``, ``"raise"`` (the calculator raises
         :class:`~symmd.InstabilityError`), ``"symmetrize"`` (the calculator
         switches to ``"average"``) or a callable ``action(monitor, event)``.
@@ -147,7 +154,9 @@ class Monitor:
         averaging (a collision is not cured by symmetry).
     log: CSV path (one row per check or flag, flushed) or None.
     seed: seeds the rotations (default: the calculator's seed).
-    ensemble: ``"nve"`` turns on the energy-drift check.
+    ensemble: ``"nve"`` turns on the energy-drift check and holds momentum
+        and angular momentum to conservation (a thermostat exchanges them
+        with its bath: looser limits).
     timestep: MD time step in fs, for the ``time_fs`` column.
     last_good: path where the last frame that passed every check is written
         (extxyz) when the monitor asks to stop; default
@@ -221,6 +230,7 @@ class Monitor:
             k: [] for k in ("rel_forces", "max_force", "temperature", "etot")
         }
         self._calm = 0
+        self._conservation = conservation.ConservationCheck(self.thresholds, ensemble)
 
     @property
     def last_good_path(self) -> Optional[str]:
@@ -360,6 +370,10 @@ class Monitor:
         if finite:
             row.update(self._physics(results, atoms))
             flags += self._sanity_flags(row, len(atoms))
+            direct = bool(getattr(calc.model, "non_conservative", False))
+            conserved, broken = self._conservation.observe(atoms, results["forces"], direct)
+            row.update(conserved)
+            flags += broken
         measured = finite and self.every > 0 and step % self.every == 0
         errors: dict = {}
         if measured:
@@ -449,6 +463,8 @@ class Monitor:
                 f"min_distance = {value:.4g} A is a collision: {limit:.4f} x the sum of covalent "
                 f"radii, below the limit {factor:g}"
             )
+        elif name in CONSERVATION_METRICS:
+            what = conservation.reason(name, value, limit)
         elif name == "non_finite":
             what = "non-finite positions, energy, forces or stress"
         else:

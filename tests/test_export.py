@@ -178,6 +178,34 @@ def test_project_and_none(tmp_path, name):
         np.testing.assert_allclose(stress, 0.5 * (raw_stress + raw_stress.T), rtol=0, atol=1e-12)
 
 
+def test_direct_outputs_answer_to_the_ipi_and_metatomic_names(tmp_path):
+    """i-PI's driver asks for ``non_conservative_forces``, metatomic for
+    ``non_conservative_force``: the exported model serves both, projected."""
+    from toy_models import morse_direct
+
+    path, atoms = tmp_path / "project.pt", cu_cluster(19)
+    symmd.export(morse_direct(), path, symmetrize="project")
+    assert {"non_conservative_force", "non_conservative_forces", "non_conservative_stress"} <= set(
+        load_atomistic_model(str(path)).capabilities().outputs
+    )
+    calc = metatomic_ase.MetatomicCalculator(path)
+    values = {}
+    for name in ("non_conservative_forces", "non_conservative_force"):
+        out = calc.run_model(atoms, {name: ModelOutput(sample_kind="atom")})
+        values[name] = out[name].block().values[:, :, 0].numpy()
+    forces = values["non_conservative_force"]
+    np.testing.assert_array_equal(values["non_conservative_forces"], forces)
+    assert np.abs(forces.sum(0)).max() < 1e-13
+    assert np.abs(np.cross(atoms.positions - atoms.positions.mean(0), forces).sum(0)).max() < 1e-13
+    # in a periodic vacuum box (as i-PI and LAMMPS require) no pair crosses the
+    # boundary: the cluster is isolated and its torque is removed too
+    atoms.center(vacuum=6.0)
+    atoms.pbc = True
+    out = calc.run_model(atoms, {"non_conservative_force": ModelOutput(sample_kind="atom")})
+    boxed = out["non_conservative_force"].block().values[:, :, 0].numpy()
+    np.testing.assert_allclose(boxed, forces, rtol=0, atol=1e-13)
+
+
 def test_capabilities_are_the_wrapped_models(tmp_path):
     path = tmp_path / "pet.pt"
     symmd.export(PET, path, quadrature=2, monitor_every=5, uncertainty=True)

@@ -114,3 +114,28 @@ def test_auto_quadrature_picks_are_those_of_the_benchmark():
     assert chosen[1e-5]["chosen"] == deg_5 and n_5 == len(o3.quadrature(deg_5))
     # each the smallest that is enough against the degree-11 reference
     assert all(r["chosen"] == r["needed"] for r in data["recommendations"])
+
+
+def test_direct_force_limits_and_the_mts_input_are_the_codes():
+    import sys
+
+    from ase import units
+
+    from symmd import conservation
+
+    nve, thermostat, rate = quoted(
+        r"limit (\d+) in NVE, (\d+) with a thermostat.*?into rigid motion within (\d+) ps"
+    )
+    assert float(nve) == conservation.NVE_LIMIT
+    assert float(thermostat) == conservation.THERMOSTAT_LIMIT
+    assert float(rate) * 1000 * units.fs == conservation.RATE_TIME
+    # the README's MTS input has the forces and levels that tests/test_ipi.py runs
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ipi_mts
+
+    (xml,) = quoted(r"### Multiple time stepping.*?```xml\n(.*?)```")
+    for line in re.findall(r"<force forcefield=.*?</force>|<fixcom>.*?</fixcom>", ipi_mts.INPUT):
+        assert line in xml, line
+    inner, outer = quoted(r"makes (\d+) inner steps\s+of 1 fs per outer step of (\d+) fs")
+    assert f"<nmts>[1, {inner}]</nmts>" in xml and f">{float(outer)}</timestep>" in xml
+    assert (int(inner), float(outer)) == (4, 4.0)  # the scheme tests/test_ipi.py runs

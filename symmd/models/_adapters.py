@@ -44,6 +44,11 @@ class Adapter:
     def neighbor_requests(self) -> list[tuple[float, bool]]:
         return []
 
+    def provides(self, prop: str) -> bool:
+        """Whether the model can return the physical property ``prop`` (with
+        ``non_conservative=True``, stress only when it has a direct stress output)."""
+        return True
+
     def declared_outputs(self) -> list[str]:
         """Names of the extra outputs the model declares (beyond the energy)."""
         return []
@@ -86,7 +91,8 @@ class MetatomicAdapter(Adapter):
     rotated positions and cell, so forces and stress come from one backward
     pass per chunk. With ``non_conservative=True`` the model's
     ``non_conservative_forces`` / ``non_conservative_stress`` outputs are used
-    (raw, without removing their net force). Every other declared output
+    (raw, without removing their net force), from the forward pass alone:
+    no autograd graph is built. Every other declared output
     (``features``, last-layer features, ...) can be requested by name.
     The model may be exported (TorchScript) or eager (``AtomisticModel``
     around a ``torch.nn.Module``, e.g. a metatrain checkpoint); only an
@@ -149,6 +155,9 @@ class MetatomicAdapter(Adapter):
 
     def neighbor_requests(self) -> list[tuple[float, bool]]:
         return list(dict.fromkeys(self._requests))
+
+    def provides(self, prop: str) -> bool:
+        return not (prop == "stress" and self.non_conservative and not self._has_nc_stress)
 
     def declared_outputs(self) -> list[str]:
         return list(self._declared)

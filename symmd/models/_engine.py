@@ -10,7 +10,10 @@ copy index :math:`c = k S + s`:
 2. copies are built with tensor ops (gathers and one einsum), in float64, then
    cast to the model's dtype on its device;
 3. copies are evaluated in nearly equal chunks (:func:`chunk_plan`), one model call and
-   one backward pass per chunk. Forces are :math:`-\partial E / \partial r`;
+   one backward pass per chunk (none for an adapter with
+   ``non_conservative=True``: its forces and stress are direct outputs of the
+   forward pass, evaluated without an autograd graph unless
+   ``differentiable=True``). Forces are :math:`-\partial E / \partial r`;
    stress is :math:`V^{-1} \partial E / \partial \epsilon` at
    :math:`\epsilon = 0` for a homogeneous strain
    :math:`r \to r (1 + \epsilon)`, :math:`h \to h (1 + \epsilon)` (ASE sign,
@@ -270,7 +273,12 @@ def _evaluate_chunk(
     dtype = adapter.dtype
     positions, cell = positions.to(dtype), cell.to(dtype)
 
-    want_grad = adapter.differentiable and ("forces" in properties or "stress" in properties)
+    # direct (non-conservative) outputs come from the forward pass: no graph
+    # to positions or strain, and none at all unless the caller differentiates
+    direct = adapter.non_conservative
+    want_grad = (
+        adapter.differentiable and not direct and ("forces" in properties or "stress" in properties)
+    )
     strain = None
     if want_grad:
         positions.requires_grad_(True)
@@ -313,7 +321,9 @@ def _evaluate_chunk(
         n_atoms=n_atoms,
         pairs=batch_pairs,
     )
-    with torch.set_grad_enabled(want_grad or differentiable or torch.is_grad_enabled()):
+    with torch.set_grad_enabled(
+        want_grad or differentiable or (torch.is_grad_enabled() and not direct)
+    ):
         out = adapter(batch, properties)
 
     energy = out["energy"]
