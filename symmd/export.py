@@ -13,7 +13,8 @@ so its forces and virial are those of :math:`\Pi` (the rotation is part of the
 graph).
 
 Monitoring: with ``monitor_every=N`` every N-th call also evaluates
-``rotations`` Haar-random O(3) copies in the same batch and publishes
+``rotations`` Haar-random O(3) copies (on a CPU in a forward-only call of
+their own, on an accelerator in the step's batch) and publishes
 :math:`A = \sqrt{\widehat{A^2}}` of the wrapped model's energy (per system,
 energy units) as ``symmd::equivariance_error``, and of its non-conservative
 forces (per atom) as ``symmd::force_equivariance_error`` when it has them,

@@ -2,7 +2,8 @@ r"""Equivariance error and physical sanity during MD: the monitor observes.
 
 At every ``every``-th force evaluation of its :class:`~symmd.SymmetryCalculator`
 (starting with the first) the monitor draws ``m = rotations`` Haar-random
-O(3) elements :math:`g_j` and evaluates them in one batched call. With
+O(3) elements :math:`g_j`, which the calculator evaluates in the step's own
+batched model call (:meth:`Monitor.draws`, then :meth:`Monitor.check`). With
 :math:`z_j` the back-transformed responses, the sample variance
 
 .. math:: \widehat{A^2} = \frac{1}{m - 1} \sum_j \|z_j - \bar z\|^2
@@ -31,9 +32,12 @@ angular momentum, net force and net torque that direct forces break
 given are taken relative to the run's own baseline, the median over the first
 ``baseline`` checks.
 
-A part reports, its owner acts: :meth:`Monitor.check` logs what it saw and
-returns an :class:`Observation` (estimates, flags, the reaction it asks
-for); the calculator applies it (result keys, mode switches, stopping).
+A part reports, its owner acts: before evaluating a step the calculator asks
+:meth:`Monitor.draws` which rotations the step's check wants (a
+:class:`Draws`, or ``None``), evaluates them with the step, and hands them
+back to :meth:`Monitor.check`, which logs what it saw and returns an
+:class:`Observation` (estimates, flags, the reaction it asks for); the
+calculator applies it (result keys, mode switches, stopping).
 The monitor's own side effects are its log, its ``history``/``events``,
 the warnings of ``action="warn"``, calling a callable action, and writing
 the last good frame when it asks to stop.
@@ -58,10 +62,10 @@ from . import conservation
 from ._kwargs import check_keywords
 from .conservation import METRICS as CONSERVATION_METRICS
 from .metrics import sample_error
-from .o3 import random_o3
+from .o3 import Quadrature, random_o3
 from .uncertainty import PER_ATOM_METRICS, check_limit, check_trust, classify
 
-__all__ = ["LOG_FIELDS", "InstabilityWarning", "Monitor", "Observation"]
+__all__ = ["LOG_FIELDS", "Draws", "InstabilityWarning", "Monitor", "Observation"]
 
 LOG_FIELDS = [
     "step", "time_fs", "mode", "epot", "ekin", "etot", "temperature", "max_force",
@@ -101,6 +105,22 @@ class Observation:
     @property
     def flagged(self) -> bool:
         return bool(self.flags)
+
+
+@dataclasses.dataclass
+class Draws:
+    """The Haar-random rotations one check wants, and their responses.
+
+    ``step``: the force evaluation checked; ``rotations``: ``m`` Haar-random
+    O(3) elements (:func:`symmd.o3.random_o3`); ``responses``: the model's
+    responses to them (a :class:`~symmd.models.Responses`, ``[m, ...]`` per
+    property, rotated frame), filled in by whoever evaluates them (the
+    calculator, in the step's own batch); ``None`` until then.
+    """
+
+    step: int
+    rotations: Quadrature
+    responses: Any = None
 
 
 def _free_name(path: str) -> str:
@@ -277,13 +297,31 @@ class Monitor:
         self._calm = 0
 
     # -- measurements -----------------------------------------------------
-    def estimate(self, calc, atoms, props) -> tuple[dict, dict]:
+    def draws(self, calc) -> Optional[Draws]:
+        """The rotations the check of ``calc``'s current force evaluation
+        wants (``calc.n_calls``, counted from 1), or ``None`` when this
+        evaluation is not checked. Called by the calculator before it
+        evaluates the step, so that the draws join the step's own batched
+        model call; it then passes them, with their ``responses``, to
+        :meth:`check`. Draws from the monitor's seeded generator; changes
+        nothing of ``calc``."""
+        step = calc.n_calls - 1
+        if self.every > 0 and step % self.every == 0:
+            return Draws(step, random_o3(self.rotations, self._rng))
+        return None
+
+    def estimate(self, calc, atoms, props, draws: Optional[Draws] = None) -> tuple[dict, dict]:
         """Unbiased squared equivariance errors with standard errors (the log
         row) and the per-quantity errors :math:`A` (for ``calc.results``),
-        from ``rotations`` Haar draws evaluated through ``calc.evaluate``."""
-        q = random_o3(self.rotations, self._rng)
+        from ``rotations`` Haar draws: those of ``draws`` when they were
+        evaluated (:meth:`draws`), otherwise new ones evaluated through
+        ``calc.evaluate`` (one more batched call)."""
         keys = [p for p in ("energy", "forces", "stress") if p in props]
-        out = calc.evaluate(atoms, q, keys)
+        if draws is not None and draws.responses is not None:
+            q, out = draws.rotations, draws.responses
+        else:
+            q = random_o3(self.rotations, self._rng)
+            out = calc.evaluate(atoms, q, keys)
         row: dict = {}
         errors: dict = {}
         for key in keys:
@@ -331,11 +369,19 @@ class Monitor:
         return row
 
     # -- the check -------------------------------------------------------
-    def check(self, calc, atoms, props) -> Observation:
+    def check(self, calc, atoms, props, draws: Optional[Draws] = None) -> Observation:
         """Observe one evaluation of ``calc`` (its ``results``, ``mode``,
         ``symmetrize`` and ``n_calls``) on ``atoms``; log it and return an
-        :class:`Observation`. Nothing of the calculator is changed here."""
+        :class:`Observation`. ``draws``: what :meth:`draws` gave for this
+        evaluation, with the responses the calculator computed (``None``:
+        the check evaluates its own). Nothing of the calculator is changed
+        here."""
         step = calc.n_calls - 1
+        if draws is not None and draws.step != step:
+            raise ValueError(
+                f"draws were made for step {draws.step}, not for the step checked ({step}); "
+                "ask Monitor.draws(calc) after counting the evaluation"
+            )
         results = calc.results
         row: dict = {
             "step": step,
@@ -358,7 +404,7 @@ class Monitor:
         measured = finite and self.every > 0 and step % self.every == 0
         errors: dict = {}
         if measured:
-            estimate, errors = self.estimate(calc, atoms, props)
+            estimate, errors = self.estimate(calc, atoms, props, draws)
             row.update(estimate)
             f_rms = float(np.sqrt(np.mean(np.sum(results["forces"] ** 2, axis=1))))
             row["a_forces_rms"] = math.sqrt(max(row["a2_forces"], 0.0))

@@ -109,10 +109,12 @@ def test_diagnose_command_json(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_md_with_an_automatic_quadrature_reports_its_choice(capsys):
+def test_md_with_an_automatic_quadrature_reports_its_choice(tmp_path, capsys):
     code = main(
         [
             "md",
+            "--log",
+            str(tmp_path / "auto.csv"),
             "--steps",
             "3",
             "--symmetrize",

@@ -403,3 +403,41 @@ def test_copies_against_metatomic_grids():
     assert [len(o3.quadrature(L)) for L in (2, 3, 5)] == [24, 48, 120]
     assert [metatomic_copies(L) for L in (2, 3, 5)] == [36, 48, 168]
     assert [metatomic_copies(2 * L + 1) for L in (2, 3, 5)] == [168, 416, 1200]
+
+
+@pytest.mark.slow
+def test_monitor_draws_apart_or_joined_give_the_same_estimates(tmp_path):
+    # on a CPU the draws run in a forward-only call of their own; joined to the
+    # step's batch (as on an accelerator) they are the same draws and give the
+    # same estimates, and apart they leave the step's own outputs untouched
+    path, plain = tmp_path / "monitored.pt", tmp_path / "plain.pt"
+    model, atoms = direct_toy(), cual_cell()
+    symmd.export(model, path, quadrature=2, monitor_every=2, seed=3)
+    symmd.export(model, plain, quadrature=2, seed=3)
+    request = {
+        "energy": ModelOutput(sample_kind="system"),
+        "non_conservative_force": ModelOutput(sample_kind="atom"),
+        "symmd::equivariance_error": ModelOutput(sample_kind="system"),
+        "symmd::force_equivariance_error": ModelOutput(sample_kind="atom"),
+    }
+    runs = {}
+    for join in ("auto", "join", "apart", None):
+        loaded = load_atomistic_model(str(plain if join is None else path))
+        if join is not None:
+            loaded.module.join_draws = join
+        calc = metatomic_ase.MetatomicCalculator(loaded)
+        wanted = {k: v for k, v in request.items() if join is not None or "symmd" not in k}
+        runs[join] = [
+            {k: v.block().values.numpy().copy() for k, v in calc.run_model(frame, wanted).items()}
+            for frame in (atoms, rotated_copy(atoms, random_rotations(1)[0]), atoms)
+        ]
+    for call in range(3):
+        for key in request:
+            np.testing.assert_allclose(
+                runs["join"][call][key], runs["apart"][call][key], rtol=1e-10, atol=1e-14
+            )
+            assert np.array_equal(runs["auto"][call][key], runs["apart"][call][key])
+            if "symmd" not in key:  # bitwise the unmonitored model's
+                assert np.array_equal(runs["apart"][call][key], runs[None][call][key])
+    errors = [run["symmd::equivariance_error"][0, 0] for run in runs["apart"]]
+    assert errors[0] > 0 and errors[1] == errors[0] and errors[2] != errors[0]  # held, redrawn
