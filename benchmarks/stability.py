@@ -39,7 +39,7 @@ calculator. The total cost is estimated, from the timing pass, before the
 runs start (``--estimate`` stops there).
 
     python benchmarks/stability.py [--quick] [--jobs 2] [--model PATH]
-        [--steps 5000] [--average-steps N] [--seeds 4] [--systems cluster bulk]
+        [--steps 5000] [--langevin-steps N] [--average-steps N] [--seeds 4] [--systems cluster bulk]
         [--ensembles nve langevin300 langevin900] [--modes ...] [--out DIR]
 
 Writes ``DIR/stability.json`` (``stability_quick.json`` with ``--quick``) and
@@ -581,6 +581,11 @@ def main(argv=None) -> int:
         help="MD steps of the averaged modes, which cost 24-48 evaluations a step "
         "(default: --steps)",
     )
+    parser.add_argument(
+        "--langevin-steps",
+        type=int,
+        help="MD steps of the Langevin runs of the other modes (default: --steps)",
+    )
     parser.add_argument("--seeds", type=int, help="seeds per setting (default 4; quick 1)")
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--ensembles", nargs="+", choices=list(ENSEMBLES), default=list(ENSEMBLES))
@@ -629,6 +634,8 @@ def main(argv=None) -> int:
                 length = steps
                 if "average" in mode and args.average_steps:
                     length = args.average_steps
+                elif ensemble != "nve" and args.langevin_steps:
+                    length = args.langevin_steps
                 for seed in range(seeds):
                     key = f"{pathlib.Path(model).name}:{digest}/{system}/{ensemble}/{mode}/seed{seed}/steps{length}/stride{stride}"
                     tasks.append(
@@ -705,6 +712,7 @@ def main(argv=None) -> int:
         "model_sha256": digest,
         "steps": steps,
         "average_steps": args.average_steps or steps,
+        "langevin_steps": args.langevin_steps or steps,
         "seeds": seeds,
         "stride": stride,
         "timestep_fs": TIMESTEP_FS,
