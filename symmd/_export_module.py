@@ -141,6 +141,8 @@ class SymmetrizedEnergy(torch.nn.Module):
         self.register_buffer("rotations", rotations.to(torch.float64))
         self.register_buffer("weights", weights.to(torch.float64))
         self.mode = mode
+        self.average = mode.startswith("average")
+        self.project = mode.endswith("project")
         self.reorient = reorient
         self.batch_size = batch_size
         self.monitor_every = monitor_every
@@ -166,7 +168,7 @@ class SymmetrizedEnergy(torch.nn.Module):
         return self._nl
 
     def _rule(self, monitored: bool, generator: torch.Generator) -> torch.Tensor:
-        if self.mode == "average":
+        if self.average:
             rot = self.rotations
             if self.reorient:
                 rot = rot @ haar_o3(1, generator, True).to(rot.device)
@@ -247,7 +249,7 @@ class SymmetrizedEnergy(torch.nn.Module):
         rot = self._rule(joined, generator).to(device)
         n_rot = rot.shape[0]
         n_main = n_rot - self.n_draws if joined else n_rot
-        w = self.weights.to(device) if self.mode == "average" else torch.ones(1).to(rot)
+        w = self.weights.to(device) if self.average else torch.ones(1).to(rot)
         n_sys = len(systems)
         n_max = max([len(s) for s in systems])
 
@@ -265,7 +267,7 @@ class SymmetrizedEnergy(torch.nn.Module):
         if want_stress:
             inner[self.nc_stress] = ModelOutput(sample_kind="system")
 
-        if self.mode == "average" or joined:
+        if self.average or joined:
             copies = self._copies(systems, rot)
         else:  # the identity is the only rotation: the engine's systems are the copies
             copies = systems
@@ -332,7 +334,7 @@ class SymmetrizedEnergy(torch.nn.Module):
                 self.held_force_a2 = sample_variance(z.detach(), 1)
             if "non_conservative_force" in outputs:
                 forces = weighted_sum(w, back_rotate(dense[:n_main], rot[:n_main], 1))
-                if self.mode == "project":
+                if self.project:
                     forces = self._project(systems, forces)
                 block = TensorBlock(
                     forces[mask].to(dtype)[:, :, None],
@@ -349,7 +351,7 @@ class SymmetrizedEnergy(torch.nn.Module):
             dense = torch.zeros(n_rot, n_sys, 3, 3, dtype=torch.float64, device=device)
             dense = dense.index_put([s_copy % n_rot, s_copy // n_rot], s_rows)
             stress = weighted_sum(w, back_rotate(dense[:n_main], rot[:n_main], 2))
-            if self.mode == "project":
+            if self.project:
                 stress = 0.5 * (stress + stress.transpose(1, 2))
             block = TensorBlock(
                 stress.to(dtype)[:, :, :, None],

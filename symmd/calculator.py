@@ -16,8 +16,13 @@ back-rotated outputs over the same copies gives the equivariance errors
 degree :math:`L` gives it exactly only for responses band-limited to
 :math:`\lfloor L/2 \rfloor` (``equivariance_error_exact_lambda`` in the
 results); a :class:`~symmd.Monitor` estimates it without bias in every mode.
-``"project"`` applies :mod:`symmd.projection` to the raw outputs.
-``"adaptive"`` is raw until the monitor flags a step, then averaged.
+``"project"`` applies :mod:`symmd.projection` to the raw outputs (zero net
+force and, with no periodic direction, zero net torque; symmetric stress),
+``"average+project"`` to the twirled ones: a twirl of direct forces is
+equivariant but keeps a net force, which the projection removes
+(:mod:`symmd._modes`). ``"adaptive"`` is raw until the monitor flags a step,
+then adds the cure of what it flagged: the projection for momentum,
+angular momentum, net force or net torque, averaging for anything else.
 ``quadrature="auto"`` picks, at the first averaged call, the smallest rule
 whose twirl residual, predicted from the spectrum of the model's responses
 above the rule's degree, is within ``tolerance``
@@ -39,6 +44,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from . import metrics, o3
 from ._kwargs import check_keywords
+from ._modes import MODES as SWITCHABLE
+from ._modes import parts
 from .errors import InstabilityError
 from .models import Responses, Reuse, evaluate_rotated, load
 from .monitor import Draws, Monitor, Observation
@@ -50,7 +57,7 @@ __all__ = ["MODES", "SymmetryCalculator"]
 
 _LOG = logging.getLogger("symmd")
 
-MODES = ("none", "project", "average", "adaptive")
+MODES = (*SWITCHABLE, "adaptive")
 #: keywords of ase's Calculator that SymmetryCalculator passes on
 _ASE_KEYWORDS = ("restart", "ignore_bad_restart_file", "label", "atoms", "directory")
 #: per-call cost assumed in the refusal message of oversized rules (s per copy per atom)
@@ -66,7 +73,8 @@ class SymmetryCalculator(Calculator):
     ----------
     model: anything :func:`symmd.models.load` accepts (a metatomic ``.pt``
         path or model, an ASE calculator, a torch callable).
-    symmetrize: ``"none"``, ``"project"``, ``"average"`` or ``"adaptive"``.
+    symmetrize: ``"none"``, ``"project"``, ``"average"``,
+        ``"average+project"`` or ``"adaptive"`` (module docstring).
     quadrature: a :class:`symmd.o3.Quadrature`, an int degree
         (:func:`symmd.o3.quadrature`), or ``"auto"``: the smallest rule whose
         predicted twirl residual meets ``tolerance``, chosen on the structure
@@ -79,9 +87,11 @@ class SymmetryCalculator(Calculator):
         call (seeded by ``seed``), turning its residual bias into noise.
     monitor: a :class:`symmd.Monitor`, driven by this calculator. With
         ``symmetrize="adaptive"`` and no monitor, ``Monitor(seed=seed)`` is
-        made. In adaptive mode the first flag switches to averaging whatever
-        the monitor's action; the action (warn, raise, callable) still runs
-        on flags that persist while averaging.
+        made. In adaptive mode a flag switches to the mode that adds its
+        cure (averaging, or the projection for the conservation flags of
+        :mod:`symmd.conservation`) whatever the monitor's action; the action
+        (warn, raise, callable) still runs on flags that persist once their
+        cure is applied.
     batch_size: the most rotated copies per model call (``None``: chosen by
         :func:`symmd.models.chunk_plan`).
     max_copies: refuse rules with more rotated copies than this (default
@@ -306,7 +316,7 @@ class SymmetryCalculator(Calculator):
                 threshold=limit,
                 last_good=obs.last_good,
             )
-        if obs.request in ("average", "none") and obs.request != self.mode:
+        if obs.request in SWITCHABLE and obs.request != self.mode:
             reason = obs.message or "calm: relative force error below half the threshold"
             old = self.mode
             self.set_mode(obs.request, reason)
@@ -321,11 +331,12 @@ class SymmetryCalculator(Calculator):
         same batch when given) and set ``self.results``."""
         atoms = self.atoms
         assert atoms is not None
-        if mode == "average":
+        average, project = parts(mode)
+        if average:
             results = self._average(atoms, props, draws)
         else:
             results = self._raw(atoms, props, draws)
-        if mode == "project":
+        if project:
             results["forces"] = project_forces(
                 results["forces"], atoms.positions, torque=not atoms.pbc.any()
             )
@@ -344,11 +355,12 @@ class SymmetryCalculator(Calculator):
 
     # -- adaptive switching ---------------------------------------------
     def set_mode(self, mode: str, reason: str = "") -> None:
-        """Switch between ``"none"``/``"project"`` and ``"average"`` from the next
-        evaluation on; every switch is recorded in ``self.switches``."""
-        if mode not in ("none", "project", "average"):
-            raise ValueError(f"mode must be 'none', 'project' or 'average', got {mode!r}")
-        if mode == "average" and self.quadrature is not None:
+        """Switch to ``mode`` (``"none"``, ``"project"``, ``"average"`` or
+        ``"average+project"``) from the next evaluation on; every switch is
+        recorded in ``self.switches``."""
+        if mode not in SWITCHABLE:
+            raise ValueError(f"mode must be one of {list(SWITCHABLE)}, got {mode!r}")
+        if parts(mode)[0] and self.quadrature is not None:
             self._check_size(self.quadrature)
         if mode != self.mode:
             self.switches.append(

@@ -16,6 +16,7 @@ from typing import Optional
 
 from ._logplot import plot_log
 from ._md_command import default_structure, model_path, read_frames, run_md
+from ._modes import MODES
 
 __all__ = ["default_structure", "main", "plot_log"]
 
@@ -316,12 +317,13 @@ def _md_parser(sub) -> None:
     )
     md.add_argument(
         "--symmetrize",
-        choices=["none", "project", "average", "adaptive"],
+        choices=[*MODES, "adaptive"],
         default="none",
         help="none: the raw model (default); project: zero net force (and net torque "
         "without periodicity) and a symmetric stress, free; average: O(3) average over "
-        "the --degree rule (exactly equivariant); adaptive: raw until the monitor flags "
-        "a step, then averaging",
+        "the --degree rule (exactly equivariant); average+project: both (for direct "
+        "forces); adaptive: raw until the monitor flags a step, then the flag's cure "
+        "(projection for momentum and net force/torque, averaging otherwise)",
     )
     md.add_argument(
         "--non-conservative",
@@ -541,10 +543,11 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("-o", "--output", required=True, help="the exported .pt file")
     exp.add_argument(
         "--symmetrize",
-        choices=["average", "none", "project"],
+        choices=list(MODES),
         default="average",
-        help="average over the O(3) rule (default), raw predictions, or project the "
-        "non-conservative outputs (net force/torque, symmetric stress)",
+        help="average over the O(3) rule (default), raw predictions, project the "
+        "non-conservative outputs (net force/torque, symmetric stress), or "
+        "average+project: both",
     )
     exp.add_argument(
         "--degree",

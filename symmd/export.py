@@ -35,6 +35,7 @@ import secrets
 from typing import Optional, Union
 
 from . import o3
+from ._modes import MODES as _MODES
 from .models import CPU_ATOMS_PER_CALL, MetatomicAdapter, load
 
 __all__ = ["export", "MODES"]
@@ -46,7 +47,7 @@ UNCERTAINTY = "energy_uncertainty"
 NC_FORCE = "non_conservative_force"
 NC_STRESS = "non_conservative_stress"
 
-MODES = ("average", "none", "project")
+MODES = _MODES  # none, project, average, average+project
 
 
 def _positive_int(value, name: str, minimum: int = 1) -> int:
@@ -132,6 +133,8 @@ def export(
         i-PI and LAMMPS require; the symmetric part of
         the non-conservative stress). Conservative forces and the virial are
         computed by the engine from the raw energy and are *not* projected.
+        ``"average+project"``: the twirled outputs, projected (a twirl of
+        direct forces is equivariant but can keep a net force).
     quadrature: an int degree L (``symmd.o3.quadrature(L)``, the smallest
         exact rule: 24 / 48 / 120 copies for L = 2 / 3 / 5), a
         :class:`~symmd.o3.Quadrature`, or ``"auto"``: the rule
@@ -177,7 +180,7 @@ def export(
         )
     atomistic = _atomistic_model(model)
     caps = atomistic.capabilities()
-    if symmetrize == "average":
+    if symmetrize.startswith("average"):
         rule = _rule(quadrature, atomistic, structure, tolerance, reorient, batch_size)
     else:
         rule = o3.quadrature(0)
@@ -185,7 +188,12 @@ def export(
     declared = list(getattr(atomistic, "_model_capabilities_outputs_names", caps.outputs))
     nc_force = next((n for n in (NC_FORCE, "non_conservative_forces") if n in declared), "")
     nc_stress = NC_STRESS if NC_STRESS in declared else ""
-    what = {"average": f"O(3) average over {rule.name}", "none": "raw", "project": "projected"}
+    what = {
+        "average": f"O(3) average over {rule.name}",
+        "none": "raw",
+        "project": "projected",
+        "average+project": f"projected O(3) average over {rule.name}",
+    }
     outputs = {"energy": _output(caps.outputs["energy"], f"symmd: {what[symmetrize]} energy")}
     if nc_force:
         outputs[NC_FORCE] = _output(caps.outputs[nc_force], f"symmd: {what[symmetrize]} forces")

@@ -46,7 +46,6 @@ the last good frame when it asks to stop.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 import os
 import warnings
@@ -55,14 +54,15 @@ from typing import Any, Optional, Union
 
 import numpy as np
 import torch
-from ase import units
-from ase.data import covalent_radii
 
 from . import conservation
 from ._kwargs import check_keywords
+from ._modes import compose, cure, parts
+from ._observation import Draws, InstabilityWarning, Observation, free_name
+from ._sanity import SanityCheck
 from .conservation import METRICS as CONSERVATION_METRICS
 from .metrics import sample_error
-from .o3 import Quadrature, random_o3
+from .o3 import random_o3
 from .uncertainty import PER_ATOM_METRICS, check_limit, check_trust, classify
 
 __all__ = ["LOG_FIELDS", "Draws", "InstabilityWarning", "Monitor", "Observation"]
@@ -75,63 +75,6 @@ LOG_FIELDS = [
 ]  # fmt: skip
 #: flags that measure the symmetry itself (averaging cures them)
 EQUIVARIANCE_FLAGS = ("rel_forces", "a_forces_rms", "energy", "stress")
-
-
-class InstabilityWarning(UserWarning):
-    """A monitored MD step failed a check with ``action="warn"``."""
-
-
-@dataclasses.dataclass
-class Observation:
-    """What :meth:`Monitor.check` saw at one step, and what it asks for.
-
-    ``row``: the logged fields (:data:`LOG_FIELDS`); ``flags``: ``(metric,
-    value, limit)`` of every failed check; ``errors``: equivariance errors
-    estimated at this step for ``calc.results`` (``equivariance_error_energy``
-    eV, ``..._forces`` ``[N]`` eV/A, ``..._stress`` eV/A^3; empty when not
-    measured); ``message``: one line naming the step, metric and value;
-    ``request``: ``None``, ``"average"`` or ``"none"`` (a mode switch), or
-    ``"stop"``; ``last_good``: the frame file written when stopping.
-    """
-
-    step: int
-    row: dict
-    flags: list
-    errors: dict
-    message: str = ""
-    request: Optional[str] = None
-    last_good: Optional[str] = None
-
-    @property
-    def flagged(self) -> bool:
-        return bool(self.flags)
-
-
-@dataclasses.dataclass
-class Draws:
-    """The Haar-random rotations one check wants, and their responses.
-
-    ``step``: the force evaluation checked; ``rotations``: ``m`` Haar-random
-    O(3) elements (:func:`symmd.o3.random_o3`); ``responses``: the model's
-    responses to them (a :class:`~symmd.models.Responses`, ``[m, ...]`` per
-    property, rotated frame), filled in by whoever evaluates them (the
-    calculator, in the step's own batch); ``None`` until then.
-    """
-
-    step: int
-    rotations: Quadrature
-    responses: Any = None
-
-
-def _free_name(path: str) -> str:
-    """``path`` if it does not exist, else ``stem.1.ext``, ``stem.2.ext``, ..."""
-    if not os.path.exists(path):
-        return path
-    stem, ext = os.path.splitext(path)
-    n = 1
-    while os.path.exists(f"{stem}.{n}{ext}"):
-        n += 1
-    return f"{stem}.{n}{ext}"
 
 
 class Monitor:
@@ -163,10 +106,12 @@ class Monitor:
         they judge the model, which averaging does not change.
     action: ``"warn"``, ``"raise"`` (the calculator raises
         :class:`~symmd.InstabilityError`), ``"symmetrize"`` (the calculator
-        switches to ``"average"``) or a callable ``action(monitor, event)``.
-        With ``symmetrize="adaptive"`` the first flag always switches to
-        averaging; the action then applies to flags that persist while
-        averaging (a collision is not cured by symmetry).
+        adds the flag's cure to its mode: the projection for ``momentum``,
+        ``angular_momentum``, ``net_force`` and ``net_torque``, averaging for
+        every other flag; :func:`symmd._modes.cure`) or a callable
+        ``action(monitor, event)``. With ``symmetrize="adaptive"`` a flag
+        always adds its cure; the action then applies to flags that persist
+        once their cure is applied (a collision is not cured by symmetry).
     log: CSV path (one row per check or flag, flushed) or None.
     seed: seeds the rotations (default: the calculator's seed).
     ensemble: ``"nve"`` turns on the energy-drift check and holds momentum
@@ -257,6 +202,7 @@ class Monitor:
             k: [] for k in ("rel_forces", "max_force", "temperature", "etot")
         }
         self._calm = 0
+        self._sanity = SanityCheck(self.thresholds, ensemble)
         self._conservation = conservation.ConservationCheck(self.thresholds, ensemble)
 
     @property
@@ -277,7 +223,7 @@ class Monitor:
         self._rng = np.random.default_rng(self.seed if self.seed is not None else seed)
         if self.log is not None:
             if not self.overwrite:
-                self.log = _free_name(self.log)
+                self.log = free_name(self.log)
             with open(self.log, "w", newline="") as handle:
                 csv.writer(handle).writerow(LOG_FIELDS)
 
@@ -340,34 +286,6 @@ class Monitor:
                 errors[f"equivariance_error_{key}"] = math.sqrt(max(float(a2), 0.0))
         return row, errors
 
-    def _physics(self, results: dict, atoms) -> dict:
-        from vesin import NeighborList
-
-        forces = results["forces"]
-        epot = results["energy"]
-        ekin = atoms.get_kinetic_energy()
-        n = len(atoms)
-        row = {
-            "epot": epot,
-            "ekin": ekin,
-            "etot": epot + ekin,
-            "max_force": float(np.linalg.norm(forces, axis=1).max()),
-            "temperature": 2 * ekin / (3 * n * units.kB) if n else 0.0,
-        }
-        radii = covalent_radii[atoms.numbers]
-        cutoff = 2 * radii.max()  # also logs the nearest-neighbour distance
-        cell = atoms.cell.array * atoms.pbc[:, None]  # non-periodic vectors are not used
-        if n > 1:
-            i, j, d = NeighborList(cutoff=float(cutoff), full_list=False).compute(
-                atoms.positions, cell, [bool(p) for p in atoms.pbc], quantities="ijd"
-            )
-            ratio = d / (radii[i] + radii[j]) if len(d) else np.array([np.inf])
-            row["min_distance"] = float(d[np.argmin(ratio)]) if len(d) else float("inf")
-            row["_min_ratio"] = float(ratio.min())
-        else:
-            row["min_distance"], row["_min_ratio"] = float("inf"), float("inf")
-        return row
-
     # -- the check -------------------------------------------------------
     def check(self, calc, atoms, props, draws: Optional[Draws] = None) -> Observation:
         """Observe one evaluation of ``calc`` (its ``results``, ``mode``,
@@ -395,8 +313,9 @@ class Monitor:
         ) and bool(np.isfinite(atoms.positions).all())
         flags = [] if finite else [("non_finite", float("nan"), float("nan"))]
         if finite:
-            row.update(self._physics(results, atoms))
-            flags += self._sanity_flags(row, len(atoms))
+            row.update(self._sanity.observe(results, atoms))
+            complete = len(self._window["rel_forces"]) >= self.baseline
+            flags += self._sanity.flags(row, len(atoms), self._window, complete)
             direct = bool(getattr(calc.model, "non_conservative", False))
             conserved, broken = self._conservation.observe(atoms, results["forces"], direct)
             row.update(conserved)
@@ -409,7 +328,7 @@ class Monitor:
             f_rms = float(np.sqrt(np.mean(np.sum(results["forces"] ** 2, axis=1))))
             row["a_forces_rms"] = math.sqrt(max(row["a2_forces"], 0.0))
             row["rel_forces"] = row["a_forces_rms"] / f_rms if f_rms > 0 else 0.0
-            if calc.mode != "average":  # the averaged forces are equivariant: nothing to flag
+            if not parts(calc.mode)[0]:  # the averaged forces are equivariant: nothing to flag
                 flags += self._error_flags(row)
             flags += self._per_atom_flags(row)
             self._update_baseline(row)
@@ -439,27 +358,6 @@ class Monitor:
             return self.thresholds["rel_forces"]
         base = self._limit("rel_forces")
         return None if base is None else self.baseline_factor * max(base, 1e-3)
-
-    def _sanity_flags(self, row: dict, n: int) -> list:
-        flags = []
-        if row["_min_ratio"] < self.thresholds["min_distance_factor"]:
-            flags.append(("min_distance", row["min_distance"], row["_min_ratio"]))
-        base_f = self._limit("max_force")
-        limit_f = self.thresholds.get(
-            "max_force", None if base_f is None else max(10 * base_f, 5.0)
-        )
-        if limit_f is not None and row["max_force"] > limit_f:
-            flags.append(("max_force", row["max_force"], limit_f))
-        window_t = self._window["temperature"]
-        if len(window_t) >= self.baseline:
-            limit_t = self.thresholds["temperature_factor"] * float(np.median(window_t)) + 100.0
-            if row["temperature"] > limit_t:
-                flags.append(("temperature", row["temperature"], limit_t))
-        if self.ensemble == "nve" and self._window["etot"]:
-            drift = abs(row["etot"] - self._window["etot"][0]) / n
-            if drift > self.thresholds["energy_drift"]:
-                flags.append(("energy_drift", drift, self.thresholds["energy_drift"]))
-        return flags
 
     def _error_flags(self, row: dict) -> list:
         flags = []
@@ -535,16 +433,21 @@ class Monitor:
             "message": obs.message,
         }
         self.events.append(event)
-        adaptive_first = calc.symmetrize == "adaptive" and calc.mode != "average"
+        # the mode that adds the cure of every flag: the projection for the
+        # conservation metrics, averaging for the rest
+        cured = cure(calc.mode, [f[0] for f in obs.flags], CONSERVATION_METRICS)
+        switch = cured != calc.mode and (
+            calc.symmetrize == "adaptive" or self.action == "symmetrize"
+        )
         if callable(self.action):
             self.action(self, event)
         elif self.action == "warn":
             warnings.warn(obs.message, InstabilityWarning, stacklevel=4)
-        if adaptive_first or (self.action == "symmetrize" and calc.mode != "average"):
-            obs.request = "average"
-        elif self.action == "symmetrize":  # already averaging: symmetry cannot cure this
+        if switch:
+            obs.request = cured
+        elif self.action == "symmetrize":  # its cure is applied: symmetry cannot help
             warnings.warn(
-                f"{obs.message}; persists while averaging", InstabilityWarning, stacklevel=4
+                f"{obs.message}; persists in mode {calc.mode!r}", InstabilityWarning, stacklevel=4
             )
         elif self.action == "raise":
             obs.request = "stop"
@@ -556,10 +459,11 @@ class Monitor:
                 obs.last_good = path
 
     def _back_off_request(self, row: dict, calc) -> Optional[str]:
-        if not self.back_off or calc.mode != "average" or calc.symmetrize != "adaptive":
+        average, project = parts(calc.mode)
+        if not self.back_off or not average or calc.symmetrize != "adaptive":
             return None
         limit = self._rel_forces_limit()
         self._calm = self._calm + 1 if limit is not None and row["rel_forces"] < 0.5 * limit else 0
         if self._calm >= self.patience:
-            return "none"
+            return compose(False, project)
         return None

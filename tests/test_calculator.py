@@ -179,7 +179,7 @@ def test_calculator_errors():
     with pytest.raises(
         ValueError,
         match=re.escape(
-            "symmetrize must be one of ['none', 'project', 'average', 'adaptive'], got 'full'"
+            "symmetrize must be one of ['none', 'project', 'average', 'average+project', 'adaptive'], got 'full'"
         ),
     ):
         SymmetryCalculator(EMT(), symmetrize="full")

@@ -204,7 +204,7 @@ def one_line(capsys):
         (
             ["--model", "pet-emt-cuall"],
             "--model 'pet-emt-cuall' is neither a file nor a shipped model; shipped models: "
-            "pet-emt-cu-cluster, pet-emt-cual (see `symmd models`)",
+            "pet-emt-cu-cluster, pet-emt-cual, pet-emt-cual-direct (see `symmd models`)",
         ),
         (
             ["--device", "gpu0"],

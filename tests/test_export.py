@@ -178,6 +178,23 @@ def test_project_and_none(tmp_path, name):
         np.testing.assert_allclose(stress, 0.5 * (raw_stress + raw_stress.T), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["cubic", "cluster"])
+def test_average_project_matches_the_calculator(tmp_path, name):
+    """The exported twirl, projected: the calculator's "average+project"
+    to round-off, with no net force (nor, for the cluster, net torque)."""
+    model, atoms = direct_toy(), STRUCTURES[name]()
+    path = tmp_path / "both.pt"
+    symmd.export(model, path, symmetrize="average+project", quadrature=3)
+    forces, stress = direct_outputs(path, atoms)
+    ref = reference(model, atoms, symmetrize="average+project", quadrature=3, non_conservative=True)
+    np.testing.assert_allclose(forces, ref.get_forces(), rtol=0, atol=1e-12)
+    assert abs(forces.sum(0)).max() < 1e-12
+    if name == "cluster":
+        assert abs(np.cross(atoms.positions, forces).sum(0)).max() < 1e-12
+    else:
+        np.testing.assert_allclose(stress, ref.get_stress(voigt=False), rtol=0, atol=1e-12)
+
+
 def test_direct_outputs_answer_to_the_ipi_and_metatomic_names(tmp_path):
     """i-PI's driver asks for ``non_conservative_forces``, metatomic for
     ``non_conservative_force``: the exported model serves both, projected."""
