@@ -91,6 +91,7 @@ def test_bad_arguments_give_one_line_errors():
     )
 
 
+@pytest.mark.slow  # whole commands on the shipped PET: seconds
 def test_diagnose_command_json(tmp_path, capsys):
     path = tmp_path / "d.json"
     assert main(["diagnose", "--max-lambda", "1", "--json", str(path)]) == 0
@@ -323,6 +324,7 @@ def test_an_existing_log_is_kept_and_overwrite_replaces_it(tmp_path, capsys):
     assert log.read_text().startswith("step,time_fs,")
 
 
+@pytest.mark.slow  # whole commands on the shipped PET: seconds
 def test_monitor_every_zero_keeps_the_physical_checks(tmp_path, capsys):
     args = ["md", "--steps", "300", "--temperature", "20000", "--monitor-every", "0", "--quiet"]
     assert main([*args, "--log", str(tmp_path / "m.csv")]) == 3
@@ -332,6 +334,7 @@ def test_monitor_every_zero_keeps_the_physical_checks(tmp_path, capsys):
     assert rows and all(r["rel_forces"] == "" for r in rows)
 
 
+@pytest.mark.slow  # whole commands on the shipped PET: seconds
 def test_stop_message_names_the_last_good_frame_and_the_log(tmp_path, capsys):
     log = tmp_path / "hot.csv"
     args = ["md", "--steps", "300", "--temperature", "20000", "--quiet", "--log", str(log)]

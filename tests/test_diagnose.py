@@ -227,6 +227,7 @@ def test_shipped_pet_spectrum_is_dominated_by_the_equivariant_sectors():
     assert set(d.properties) == {aux}
 
 
+@pytest.mark.slow  # the shipped PET on many structures: seconds
 def test_table_has_units_and_a_legend():
     d = diagnose(models.shipped_model(), cual_cell(seed=4), max_lambda=1)
     lines = d.table().splitlines()

@@ -98,6 +98,7 @@ def test_pet_float32_round_off_all(tmp_path, degree, name):
     compare(engine(path, atoms), reference_atoms, 2e-5)
 
 
+@pytest.mark.slow  # exports and runs TorchScript models: seconds
 @pytest.mark.parametrize("name", ["triclinic", "cluster"])
 def test_invariant_to_the_rules_exactness(tmp_path, name):
     # the toy energy has lambda <= 4 (uniaxial (v_z/r)^4): degree 5 is exact
@@ -290,6 +291,7 @@ def test_monitor_holds_between_checks(tmp_path):
     assert values[10] != values[0] and len(set(values[10:20])) == 1 and values[20] != values[10]
 
 
+@pytest.mark.slow  # exports and runs TorchScript models: seconds
 def test_monitor_matches_symmd_monitor(tmp_path):
     # two independent unbiased estimates of A^2 of the raw energy agree within
     # their standard errors, and with the exact value (degree-11 rule:

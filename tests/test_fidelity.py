@@ -90,6 +90,7 @@ def test_monitor_reports_its_unbiased_estimate_in_average_mode():
     )
 
 
+@pytest.mark.slow  # the shipped PET on many structures: seconds
 def test_energy_is_one_value_per_state_whatever_is_requested():
     model = models.shipped_model()
     atoms = cual_cell()

@@ -111,6 +111,7 @@ def test_designs_are_positive_exact_to_their_degree_and_not_above(degree):
     assert torch.equal(q.rotations[len(q) // 2 :], -q.rotations[: len(q) // 2])
 
 
+@pytest.mark.slow  # runs the design script: seconds
 def test_the_design_script_regenerates_the_shipped_rule():
     from symmd.o3._design import KNOWN, solve_design
 

@@ -66,6 +66,7 @@ def test_the_structures_have_a_non_zero_cell_vector_along_a_non_periodic_directi
         assert np.array_equal(zeroed[atoms.pbc], cell[atoms.pbc])
 
 
+@pytest.mark.slow  # the shipped PET on many structures: seconds
 @pytest.mark.parametrize("name", list(STRUCTURES))
 @pytest.mark.parametrize("model", ["toy", "pet-emt-cual"])
 def test_none_matches_metatomic_ase(name, model):
@@ -199,6 +200,7 @@ def test_invalid_cells_are_still_refused():
         as_structures(atoms)
 
 
+@pytest.mark.slow  # the shipped PET on many structures: seconds
 def test_diagnose_accepts_a_slab():
     result = diagnose(shipped_model(), [slab(), boxed_cluster()], quadrature=2, max_lambda=1)
     data = result.to_dict()["properties"]

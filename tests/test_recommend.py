@@ -79,6 +79,7 @@ def test_predicted_residual_is_exact_for_a_band_limited_model(prop, kind):
     assert float(predicted[7 if kind == "rank2" else 5].max()) < 1e-11  # exact beyond the content
 
 
+@pytest.mark.slow  # many orientations of the probe: seconds
 def test_reoriented_prediction_is_the_rms_over_orientations():
     """E_R ||r_{QR}||^2 is a polynomial of degree 8 in R: its mean over the
     proper half of a degree-8 rule is exact."""

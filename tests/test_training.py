@@ -20,6 +20,7 @@ def series(anisotropies):
     return [functools.partial(lab_frame_callable, anisotropy=a) for a in anisotropies]
 
 
+@pytest.mark.slow  # the shipped PET on many structures: seconds
 def test_training_view_is_the_diagnosis_of_each_model(tmp_path):
     frames = [cu_cluster(5), cu_cluster(6, seed=1)]
     run = diagnose_training(series([0.1, 0.03, 0.0]), frames, max_lambda=3, epochs=[1, 5, 10])
@@ -92,6 +93,7 @@ def test_training_errors(tmp_path):
         diagnose_training([], cu_cluster(4))
 
 
+@pytest.mark.slow  # the shipped PET on many structures: seconds
 def test_training_command_writes_heatmaps_and_json(tmp_path, capsys):
     for run, seeds in (("a", (1, 2)), ("b", (3, 4))):
         folder = tmp_path / run
