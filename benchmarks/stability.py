@@ -8,6 +8,10 @@ The same starting structures, seeds and integrators for every mode:
   cluster, zero net torque), the minimal-norm change (free);
 - ``direct+average2``, ``direct+average3``: direct outputs twirled over the
   degree-2 / degree-3 rule (24 / 48 rotated copies, forward passes only);
+  the twirl is equivariant but keeps the net force (and torque) of the
+  model's equivariant part;
+- ``direct+average2+project``: the degree-2 twirl, projected
+  (``symmetrize="average+project"``);
 - ``direct+mts``: i-PI multiple time stepping with two symmd-exported models
   (``benchmarks/ipi_mts.py``): projected direct forces in 4 inner steps of 1
   fs, the conservative correction every 4 fs.
@@ -68,6 +72,7 @@ MODES = (
     "direct+project",
     "direct+average2",
     "direct+average3",
+    "direct+average2+project",
     "direct+mts",
 )
 #: timing only: the cost of conservative averaging, against direct averaging
@@ -142,7 +147,9 @@ def calculator(model: str, mode: str, monitor=None):
     if variant == "project":
         symmetrize = "project"
     elif variant.startswith("average"):
-        symmetrize, degree = "average", int(variant[len("average") :])
+        rule, _, project = variant.partition("+")
+        symmetrize = "average+project" if project else "average"
+        degree = int(rule[len("average") :])
     return SymmetryCalculator(
         model,
         symmetrize=symmetrize,
@@ -538,6 +545,44 @@ def figure(result: dict, path: pathlib.Path) -> None:
     plt.close(fig)
 
 
+def markdown(result: dict) -> str:
+    """README tables: per system, NVE (drifts, momentum, angular momentum, first
+    flag, cost) and the failures over all three ensembles."""
+    summary = result["summary"]
+    lines = [
+        "| system | mode | E drift, NVE (meV/atom/ps) | T drift, NVE (K/ps) "
+        "| max dP, NVE | max dL, NVE | first flag, NVE (step) | failed: NVE / 300 K / 900 K "
+        "| cost per step |",
+        "|---|---|--:|--:|--:|--:|---|--:|--:|",
+    ]
+    for system, by_ensemble in summary.items():
+        for mode, s in by_ensemble.get("nve", {}).items():
+
+            def stat(value, spec, sd=True):
+                if value is None:
+                    return "-"
+                text = f"{value['mean']:{spec}}"
+                return text + (f" ± {value['sd']:{spec}}" if sd else "")
+
+            flag = "none"
+            if s["flagged"]:
+                names = ", ".join(s["first_flag_metrics"])
+                flag = f"{names} ({s['first_flag_step']['mean']:.0f})"
+            failed = " / ".join(
+                f"{by_ensemble[e][mode]['failed']}" if mode in by_ensemble.get(e, {}) else "-"
+                for e in ENSEMBLES
+            )
+            cost = s["cost_vs_conservative"]
+            lines.append(
+                f"| {system} | {mode} | {stat(s['energy_drift_meV_per_atom_per_ps'], '.3g')} "
+                f"| {stat(s['temperature_drift_K_per_ps'], '.3g')} "
+                f"| {stat(s['momentum_max'], '.2g', False)} "
+                f"| {stat(s['angular_momentum_max'], '.2g', False)} | {flag} | {failed} "
+                f"| {'-' if cost is None else f'{cost:.2f}x'} |"
+            )
+    return "\n".join(lines)
+
+
 def print_table(result: dict) -> None:
     head = f"{'system':<8}{'ensemble':<12}{'mode':<17}{'E drift':>16}{'T drift':>10}{'max dP':>9}{'max dL':>9}{'failed':>8}{'1st flag':>22}{'cost':>7}"
     print(head)
@@ -601,7 +646,13 @@ def main(argv=None) -> int:
         "--out", default=str(pathlib.Path(__file__).parent / "results"), help="output folder"
     )
     parser.add_argument("--estimate", action="store_true", help="print the cost estimate and stop")
+    parser.add_argument(
+        "--markdown", type=pathlib.Path, help="print the README tables of this JSON and stop"
+    )
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
     quick = args.quick
     steps = args.steps or (40 if quick else 5000)
     seeds = args.seeds or (1 if quick else 4)

@@ -35,7 +35,7 @@ def test_quick_run_of_every_mode_is_written_and_resumed(tmp_path, capsys):
     assert {"net_force", "net_torque"} <= set(summary["direct"]["first_flag_step_per_metric"])
     assert summary["direct"]["momentum_max"]["mean"] > 1e-3
     # projected and twirled direct forces, and MTS: momentum at round-off
-    for mode in ("direct+project", "direct+average2", "direct+average3"):
+    for mode in ("direct+project", "direct+average2", "direct+average3", "direct+average2+project"):
         assert summary[mode]["momentum_max"]["mean"] < 1e-12, mode
         assert summary[mode]["angular_momentum_max"]["mean"] < 1e-12, mode
         assert summary[mode]["flagged"] == 0, mode
