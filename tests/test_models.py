@@ -436,3 +436,23 @@ def test_metatrain_checkpoints_and_eager_models_load_eagerly(pet_checkpoint, tmp
         ValueError, match=rf"^{re.escape(repr(str(junk)))} is not a metatrain checkpoint \("
     ):
         models.load(junk)
+
+
+@pytest.mark.slow
+def test_shipped_checkpoint_reproduces_the_shipped_model():
+    """examples/data/pet-emt-cual.ckpt holds the weights of the shipped
+    pet-emt-cual.pt (examples/train_model/shipped_checkpoint.py): eager and
+    exported agree to float32 round-off."""
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "examples" / "data" / "pet-emt-cual.ckpt"
+    atoms = cual_cell(rattle=0.1, seed=3)
+    eye = torch.eye(3, dtype=torch.float64)
+    shipped = models.evaluate_rotated(
+        models.load(models.shipped_model()), atoms, eye, ["energy", "forces"]
+    )
+    eager = models.evaluate_rotated(models.load(str(path)), atoms, eye, ["energy", "forces"])
+    assert abs(float(shipped["energy"][0] - eager["energy"][0])) < 1e-5
+    assert float((shipped["forces"] - eager["forces"]).abs().max()) < 1e-5
+    # a different model would differ far more than that: the test can fail
+    assert float(shipped["forces"].abs().max()) > 0.1

@@ -49,5 +49,11 @@ mkdir -p "$REPO/symmd/data"
 cp pet-emt-cual.pt pet-emt-cu-cluster.pt "$REPO/symmd/data/"
 ls -l "$REPO"/symmd/data/pet-emt-*.pt
 
+# 3b. the metatrain checkpoint of the shipped periodic model (for fine-tuning
+#     and LLPR): its weights in this run's checkpoint, checked on the test set
+"$PYTHON" "$HERE/shipped_checkpoint.py" run_periodic/model_periodic.ckpt \
+    "$REPO/symmd/data/pet-emt-cual.pt" "$REPO/examples/data/pet-emt-cual.ckpt" \
+    --check test_periodic.xyz
+
 # 4. evaluation against EMT on the held-out set
 "$PYTHON" "$HERE/evaluate.py" --data-dir "$SCRATCH" --model-dir "$REPO/symmd/data"
