@@ -194,8 +194,11 @@ def evaluate(adapter, frames, labels, outputs, degree: int) -> dict[str, Any]:
             entry["A_over_rms"] = entry["A_rms"] / max(entry["prediction_rms"], 1e-300)
         spec = metrics.character_spectrum(resp[name], q, degree // 2, kind)
         total = float(metrics.mean_square(resp[name], q, kind).sum())
-        inside = sum(float(spec[b].sum()) for b in _ALLOWED[kind])
-        entry["weight_outside"] = max(0.0, 1.0 - inside / total) if total > 0 else 0.0
+        if all(b in spec for b in _ALLOWED[kind]):
+            inside = sum(float(spec[b].sum()) for b in _ALLOWED[kind])
+            entry["weight_outside"] = max(0.0, 1.0 - inside / total) if total > 0 else 0.0
+        else:  # the rule cannot resolve the allowed sectors (stress: lambda 2 needs degree 4)
+            entry["weight_outside"] = None
         out[name] = entry
     units = {"energy": "eV/atom (mae), eV (A_rms)", "forces": "eV/A", "stress": "eV/A^3"}
     return {

@@ -268,6 +268,28 @@ def test_cli_finetune(tmp_path, pet_checkpoint, capsys):
     assert capsys.readouterr().err == (
         "symmd finetune: error: gamma must be a number >= 0 (or a list of them), got -1.0\n"
     )
+    budget = ["--max-mae-increase", "0.5", "--gamma", "0", "10", "--epochs", "1", "--quiet"]
+    ase.io.write(tmp_path / "valid.extxyz", clusters(3)[2:])
+    tuned = tmp_path / "lora"
+    lora = [*args[:-1], str(tuned), "--valid", str(tmp_path / "valid.extxyz"), "--degree", "2"]
+    assert main([*lora, *budget, "--trainable", "lora", "--rank", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("budget: force MAE <= 1.5 x that of the un-fine-tuned model")
+    assert "<- selected" in printed and f"wrote {tuned}/scan.json" in printed
+    scan = json.loads((tuned / "scan.json").read_text())
+    assert [r["run"] for r in scan["rows"]] == ["raw", "gamma=0", "gamma=10"]
+    assert json.loads((tuned / "gamma_10" / "result.json").read_text())["lora"]["rank"] == 2
+    assert main([*lora, *budget, "--trainable", "lora", "--rank", "0"]) == 2
+    assert capsys.readouterr().err == "symmd finetune: error: rank must be an int >= 1, got 0\n"
+    assert main([*lora, "--max-mae-increase", "-1"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "symmd finetune: error: max_mae_increase must be a number >= 0"
+    )
+    assert main(lora) == 2
+    assert capsys.readouterr().err == (
+        "symmd finetune: error: give --gamma G [G ...], or --max-mae-increase to scan a "
+        "default grid\n"
+    )
 
 
 class NCToy(PairToy):
@@ -549,3 +571,43 @@ def test_augmented_loss_with_own_orientations_is_that_of_composed_draws():
     torch.testing.assert_close(
         torch.stack([x.detach() for x in both]), total / 2, rtol=1e-10, atol=0
     )
+
+
+@pytest.mark.slow
+def test_lora_checkpoint_is_a_plain_metatrain_checkpoint(tmp_path, pet_checkpoint):
+    """The adapters are merged: the saved checkpoint has the original keys and
+    shapes, metatrain's own ``mtt export`` (a process without symmd) reads it,
+    and every saved form predicts what the fine-tuned model does."""
+    import subprocess
+    import sys
+
+    frames = clusters(3)
+    result = symmd.finetune(
+        pet_checkpoint, frames, gamma=10.0, trainable="lora", rank=2, epochs=2, lr=1e-2,
+        batch_size=2, degree=2, out=tmp_path, progress=False,
+    )  # fmt: skip
+    original = torch.load(pet_checkpoint, weights_only=False)["model_state_dict"]
+    saved = torch.load(result.paths["checkpoint"], weights_only=False)["model_state_dict"]
+    assert {k: tuple(v.shape) for k, v in saved.items() if torch.is_tensor(v)} == {
+        k: tuple(v.shape) for k, v in original.items() if torch.is_tensor(v)
+    }
+    changed = [
+        k for k, v in original.items() if torch.is_tensor(v) and not torch.equal(v, saved[k])
+    ]
+    assert "backend.gnn_layers.0.trans.layers.0.attention.input_linear.weight" in changed
+    assert not any(k.endswith(".bias") and "heads" not in k and "last_layers" not in k
+                   for k in changed)  # fmt: skip
+    exported = tmp_path / "by_mtt.pt"
+    code = (
+        "import sys; from metatrain.__main__ import main; "
+        f"sys.argv = ['mtt', 'export', {str(result.paths['checkpoint'])!r}, '-o', {str(exported)!r}]; "
+        "main()"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    probe = clusters(1, labelled=False)[0]
+    reference = evaluate_rotated(load(result.model), probe, torch.eye(3))
+    for path in (result.paths["checkpoint"], result.paths["model"], exported):
+        again = evaluate_rotated(load(str(path)), probe, torch.eye(3))
+        for key in ("energy", "forces"):
+            torch.testing.assert_close(again[key], reference[key], rtol=1e-6, atol=1e-6)
