@@ -48,11 +48,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 from _common import thermalize  # noqa: E402
 from generate_data import make_periodic, make_plate  # noqa: E402 (EMT data, seeded)
 
-MODES = {  # trainable mode -> its optimiser settings
-    "readout": {"lr": 1e-3},
-    "lora": {"lr": 1e-3, "rank": 8},
-    "all": {"lr": 3e-4},
-}
+MODES = ("readout", "lora", "all")
 MODELS = {
     "plates": {
         "checkpoint": ROOT / "examples/data/pet-noaug-plate.ckpt",
@@ -62,15 +58,25 @@ MODELS = {
         "gammas": [30.0, 100.0, 300.0],
         "n_train": 300,
         "epochs": 10,
+        "modes": {  # trainable mode -> its optimiser settings
+            "readout": {"lr": 3e-3},
+            "lora": {"lr": 3e-3, "rank": 8},
+            "all": {"lr": 1e-3},
+        },
     },
     "cual": {
         "checkpoint": ROOT / "examples/data/pet-emt-cual.ckpt",
         "augmented": True,
         "budget": 0.10,
         "goal": 5.0,
-        "gammas": [100.0, 300.0, 1000.0],
+        "gammas": [30.0, 100.0, 300.0],
         "n_train": 150,
         "epochs": 8,
+        "modes": {  # smaller steps: this model is already near its optimum
+            "readout": {"lr": 1e-3},
+            "lora": {"lr": 1e-3, "rank": 8},
+            "all": {"lr": 3e-4},
+        },
     },
 }
 
@@ -156,7 +162,7 @@ def run_model(name: str, spec: dict, args, scratch: pathlib.Path, report: dict) 
             max_mae_increase=spec["budget"],
             out=scratch / name / mode,
             progress=False,
-            **MODES[mode],
+            **spec["modes"][mode],
         )
         scan = chosen.scan
         selected = [row for row in scan["rows"] if row["selected"]][0]
@@ -166,7 +172,8 @@ def run_model(name: str, spec: dict, args, scratch: pathlib.Path, report: dict) 
             "gamma": None if scan["selected"] == "raw" else selected["gamma"],
             "settings": {k: v for k, v in chosen.metrics.items() if k in (
                 "lr", "epochs", "rotations", "augment", "batch_size", "lora", "n_trained")},
-            "train_seconds": selected["train_seconds"],
+            "train_seconds": None if scan["selected"] == "raw" else selected["train_seconds"],
+            "scan_train_seconds": sum(r["train_seconds"] for r in scan["rows"]),
             "test": measured(tuned, test, args.degree),
             "scan": scan,
             "wall_seconds": time.perf_counter() - start,
@@ -179,13 +186,22 @@ def run_model(name: str, spec: dict, args, scratch: pathlib.Path, report: dict) 
         )
         modes[mode] = row
         print(f"{name} {mode}: selected {scan['selected']} ({row['wall_seconds']:.0f} s)")
-        write(report, args.json)
+        write(report, args.json, name)
     return entry
 
 
-def write(report: dict, path: pathlib.Path) -> None:
+def write(report: dict, path: pathlib.Path, name: str) -> dict:
+    """Write ``report`` with its entry for model ``name`` merged into the
+    JSON already at ``path`` (so that runs of single models add up)."""
+    merged = dict(report)
+    if path.exists():
+        merged = json.loads(path.read_text())
+        merged.update({k: v for k, v in report.items() if k != "models"})
+        merged.setdefault("models", {})
+    merged["models"][name] = report["models"][name]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1))
+    path.write_text(json.dumps(merged, indent=1))
+    return merged
 
 
 def table(report: dict) -> str:
@@ -262,7 +278,7 @@ def figure(report: dict, path: pathlib.Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--gamma", type=float, nargs="+", help="override the gamma scan")
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--n-train", type=int, help="override the training set size")
@@ -272,8 +288,12 @@ def main() -> None:
     parser.add_argument("--degree", type=int, default=7, help="degree of the held-out A")
     parser.add_argument("--steps", type=int, default=100, help="MD steps")
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny everything")
-    parser.add_argument("--json", type=pathlib.Path, default=ROOT / "benchmarks/results/finetune_tradeoff.json")
-    parser.add_argument("--figure", type=pathlib.Path, default=ROOT / "docs/figures/finetune_tradeoff.png")
+    parser.add_argument(
+        "--json", type=pathlib.Path, default=ROOT / "benchmarks/results/finetune_tradeoff.json"
+    )
+    parser.add_argument(
+        "--figure", type=pathlib.Path, default=ROOT / "docs/figures/finetune_tradeoff.png"
+    )
     parser.add_argument("--scratch", type=pathlib.Path, help="keep the tuned models here")
     args = parser.parse_args()
     if args.quick:
@@ -281,20 +301,22 @@ def main() -> None:
         args.n_valid, args.n_test, args.scan_degree, args.degree, args.steps = 3, 3, 2, 2, 10
     scratch = args.scratch or pathlib.Path(tempfile.mkdtemp(prefix="finetune_tradeoff_"))
     report = {
-        "command": "python benchmarks/finetune_tradeoff.py " + " ".join(sys.argv[1:]),
-        "modes": MODES,
+        "command": "python benchmarks/finetune_tradeoff.py",
         "augment": True,
         "units": "eV, eV/A; energy per atom",
         "models": {},
     }
     start = time.perf_counter()
     for name in args.models:
+        began = time.perf_counter()
         run_model(name, MODELS[name], args, scratch, report)
-    report["wall_seconds"] = time.perf_counter() - start
-    write(report, args.json)
-    figure(report, args.figure)
-    print(table(report))
-    print(f"wrote {args.json}, {args.figure} ({report['wall_seconds']:.0f} s); models in {scratch}")
+        report["models"][name]["wall_seconds"] = time.perf_counter() - began
+        merged = write(report, args.json, name)
+    figure(merged, args.figure)
+    print(table(merged))
+    print(
+        f"wrote {args.json}, {args.figure} ({time.perf_counter() - start:.0f} s); models in {scratch}"
+    )
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def _finetune(args) -> int:
         epochs=args.epochs,
         lr=args.lr,
         batch_size=args.batch_size,
-        augment=args.augment,
+        augment=not args.no_augment,
         seed=args.seed,
         out=args.output,
         labels=not args.no_labels,
@@ -500,10 +500,10 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
     tune.add_argument("--alpha", type=float, help="LoRA scale alpha (default: the rank)")
     tune.add_argument(
-        "--augment",
+        "--no-augment",
         action="store_true",
-        help="fit the labels on the rotated copies (data augmentation) instead of the "
-        "unrotated structure",
+        help="fit the labels on the unrotated structure only (default: on the rotated "
+        "copies, i.e. with data augmentation)",
     )
     tune.add_argument(
         "--rotations", type=int, default=2, help="random O(3) draws per structure (default 2)"

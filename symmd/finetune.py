@@ -1,28 +1,41 @@
-r"""Fine-tune the readout of a model with an equivariance penalty.
+r"""Fine-tune a model with an equivariance penalty.
 
 The minimum inductive bias at zero inference cost (arXiv 2603.24638, Fig. 5):
-retrain only some parameters (by default the readout: for PET the energy and
-non-conservative heads and last layers) of an unconstrained model with
+retrain some parameters of an unconstrained model with
 
 .. math:: L = L_\mu + \gamma L_\sigma ,
 
 - :math:`L_\mu = \sum_p \mathrm{MSE}_p / s_p^2`: mean squared error against the
   labels of the energy per atom, the forces, the stress (when labelled) and the
   non-conservative forces/stress (against the force/stress labels) when the
-  model has them;
+  model has them; with ``augment=True`` (default) on every rotated copy
+  brought back to the input frame (data augmentation), else on the unrotated
+  structure;
 - :math:`L_\sigma = \sum_p \overline{\widehat{A^2_p}} / (c_p s_p^2)`: the
   unbiased estimate of :math:`A^2` (:func:`symmd.metrics.sample_error`: the
   sample variance, denominator :math:`m - 1`, of the back-transformed responses
-  of ``m = rotations`` fresh Haar-random O(3) draws per structure and step),
-  averaged over structures (energy, divided by :math:`N^2`: per atom) or atoms
-  (forces), and divided by the :math:`c_p` scalar components (1, 3, 9) so that
-  it compares with a per-component MSE.
+  of ``m = rotations`` fresh Haar-random O(3) draws per step; with ``augment``
+  each structure is also turned by its own random element first, so the
+  draws differ between structures), averaged over structures (energy, divided
+  by :math:`N^2`: per atom) or atoms (forces), and divided by the :math:`c_p`
+  scalar components (1, 3, 9) so that it compares with a per-component MSE.
 
 :math:`s_p^2` is the variance of the labels of ``p`` over the training set (of
 the model's own initial predictions with ``labels=False``), so that one
-:math:`\gamma` weighs every output alike. The rotated copies and the unrotated
-one (for :math:`L_\mu`) go through :func:`symmd.models.evaluate_rotated` in one
-batched call with the autograd graph kept (forces by a double backward).
+:math:`\gamma` weighs every output alike. All copies of a batch go through
+:func:`symmd.models.evaluate_rotated` in one call with the autograd graph kept
+(forces by a double backward).
+
+What is trained (``trainable``): the readout (PET's heads and last layers),
+``"lora"`` (the readout plus low-rank adapters on every other linear layer,
+:mod:`symmd._lora`, merged into the weights at the end, so that the saved
+checkpoint and the exported model are plain metatrain / metatomic files),
+``"all"``, or glob patterns of parameter names. Adam with a linear warm-up
+over the first 10 % of the steps and a cosine decay.
+
+``max_mae_increase`` turns the gamma scan into a choice: the most symmetric
+model whose validation force MAE stays within the budget
+(:mod:`symmd._finetune_budget`).
 
 Labels are read by :func:`read_labels` (ASE's and metatrain's default names:
 ``energy``, ``forces``, ``stress`` or ``virial``).
@@ -215,7 +228,7 @@ def finetune(
     epochs: int = 10,
     lr: float = 1e-3,
     batch_size: int = 8,
-    augment: bool = False,
+    augment: bool = True,
     seed: Optional[int] = 0,
     out: Union[str, os.PathLike, None] = None,
     labels: bool = True,
@@ -247,10 +260,12 @@ def finetune(
     rotations: Haar-random O(3) draws per structure and step (>= 2).
     epochs, lr, batch_size: Adam (in the model's dtype and device), structures
         per step, shuffled with ``seed`` (which also seeds torch and the draws).
-    augment: compute :math:`L_\\mu` on the rotated copies (brought back to the
-        input frame) instead of the unrotated structure: data augmentation
-        (its mean over draws adds :math:`A^2` to the error, so it already
-        carries a penalty of weight 1), at one model copy less per structure.
+    augment: ``True`` (default): :math:`L_\\mu` on the rotated copies, brought
+        back to the input frame (data augmentation: its mean over draws adds
+        :math:`A^2` to the error, a penalty of weight 1 of its own), each
+        structure in its own random orientation, at one model copy less per
+        structure; ``False``: on the unrotated structure, evaluated beside
+        the rotated copies.
     out: folder; per gamma ``gamma_<g>/`` with ``result.json`` and, for a
         metatrain model, ``model.ckpt`` and the exported ``model.pt``; with
         several gammas ``summary.json`` and ``tradeoff.png``.
