@@ -443,6 +443,7 @@ def test_budget_selects_the_lowest_a_within_the_budget(tmp_path):
         valid=frames[3:],
         gamma=[0.0, 10.0, 100.0, 1000.0],
         trainable="all",
+        augment=False,  # the labels themselves break O(3): fit them as they are
         epochs=10,
         lr=0.1,
         batch_size=3,

@@ -83,22 +83,42 @@ def test_training_spectra_figure_is_that_of_the_committed_data():
 
 
 def test_finetune_table_is_that_of_the_committed_data():
+    data = json.loads((ROOT / "benchmarks/results/finetune_tradeoff.json").read_text())["models"]
+    number = r"([\d.]+|-)"
     rows = re.findall(
-        r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| [\d.e-]+ \|$",
+        r"^\| (plates|Cu/Al)[^|]*\| (not fine-tuned|readout|lora|all) \| "
+        + number
+        + r" \| ([\d.]+) \| ([\d.]+) \| ([+-]\d+ %|-) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x"
+        r" \| ([\d.e-]+) \| (\d+|-) \|$",
         README,
         flags=re.M,
     )
-    data = {
-        float(r["gamma"]): r["metrics"]
-        for r in json.loads((ROOT / "docs/figures/finetune_tradeoff.json").read_text())
-    }
-    assert [float(r[0]) for r in rows] == sorted(data)
-    for gamma, e_mae, a_e, f_mae, a_f in rows:
-        m = data[float(gamma)]
-        assert float(e_mae) == pytest.approx(1e3 * m["energy"]["mae"], abs=0.06)
-        assert float(a_e) == pytest.approx(1e3 * m["energy"]["A_per_atom_rms"], abs=0.06)
-        assert float(f_mae) == pytest.approx(1e3 * m["forces"]["mae"], rel=0.01)
-        assert float(a_f) == pytest.approx(1e3 * m["forces"]["A_rms"], rel=0.01)
+    names = {"plates": "plates", "Cu/Al": "cual"}
+    assert sorted({(names[r[0]], r[1]) for r in rows}) == sorted(
+        [(m, "not fine-tuned") for m in data]
+        + [(m, mode) for m in data for mode in data[m]["modes"]]
+    )
+    for model, mode, gamma, e_mae, f_mae, change, a_e, a_f, lower, md, seconds in rows:
+        entry = data[names[model]]
+        raw = entry["raw"]
+        run = entry["modes"].get(mode, {"gamma": None, "test": raw, "train_seconds": None})
+        t = run["test"]
+        assert (gamma == "-") == (run["gamma"] is None)
+        if gamma != "-":
+            assert float(gamma) == run["gamma"]
+        assert float(e_mae) == pytest.approx(1e3 * t["energy_mae"], abs=0.006)
+        assert float(f_mae) == pytest.approx(1e3 * t["forces_mae"], abs=0.06)
+        if change != "-":
+            percent = 100 * (t["forces_mae"] / raw["forces_mae"] - 1)
+            assert float(change.rstrip(" %")) == pytest.approx(percent, abs=0.6)
+        assert float(a_e) == pytest.approx(1e3 * t["energy_A_per_atom_rms"], abs=0.0006)
+        assert float(a_f) == pytest.approx(1e3 * t["forces_A_rms"], abs=0.006)
+        assert float(lower) == pytest.approx(raw["forces_A_rms"] / t["forces_A_rms"], abs=0.006)
+        assert float(md) == pytest.approx(t["md_rel_forces"], rel=0.01)
+        if seconds != "-":
+            assert float(seconds) == pytest.approx(run["train_seconds"], abs=0.6)
+        else:
+            assert run["train_seconds"] is None
 
 
 def test_auto_quadrature_picks_are_those_of_the_benchmark():
