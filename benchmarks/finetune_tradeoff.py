@@ -57,6 +57,8 @@ MODELS = {
         "goal": 3.0,
         "gammas": [30.0, 100.0, 300.0],
         "n_train": 300,
+        "n_valid": 30,
+        "n_test": 30,
         "epochs": 10,
         "modes": {  # trainable mode -> its optimiser settings
             "readout": {"lr": 3e-3},
@@ -71,6 +73,8 @@ MODELS = {
         "goal": 5.0,
         "gammas": [30.0, 100.0, 300.0],
         "n_train": 150,
+        "n_valid": 20,
+        "n_test": 20,
         "epochs": 8,
         "modes": {  # smaller steps: this model is already near its optimum
             "readout": {"lr": 1e-3},
@@ -127,7 +131,12 @@ def measured(model, test, degree: int) -> dict:
 
 
 def run_model(name: str, spec: dict, args, scratch: pathlib.Path, report: dict) -> dict:
-    train, valid, test = data(name, args.n_train or spec["n_train"], args.n_valid, args.n_test)
+    train, valid, test = data(
+        name,
+        args.n_train or spec["n_train"],
+        args.n_valid or spec["n_valid"],
+        args.n_test or spec["n_test"],
+    )
     checkpoint = str(spec["checkpoint"])
     atoms = md_structure(name, valid)
     entry = report["models"].setdefault(name, {})
@@ -282,8 +291,8 @@ def main() -> None:
     parser.add_argument("--gamma", type=float, nargs="+", help="override the gamma scan")
     parser.add_argument("--epochs", type=int, help="override the epochs")
     parser.add_argument("--n-train", type=int, help="override the training set size")
-    parser.add_argument("--n-valid", type=int, default=10)
-    parser.add_argument("--n-test", type=int, default=20)
+    parser.add_argument("--n-valid", type=int, help="override the validation set size")
+    parser.add_argument("--n-test", type=int, help="override the test set size")
     parser.add_argument("--scan-degree", type=int, default=5, help="degree of the scan's A")
     parser.add_argument("--degree", type=int, default=7, help="degree of the held-out A")
     parser.add_argument("--steps", type=int, default=100, help="MD steps")
