@@ -1,47 +1,67 @@
-"""Overhead of the equivariance Monitor during MD.
+"""The cost of watching: symmd's raw path and its monitor against a plain
+metatomic-ase MD step, side by side in one run.
 
-Times ``--steps`` (default 200) steps of ASE ``VelocityVerlet`` (2 fs, NVE,
-momenta from a 300 K Maxwell-Boltzmann distribution with a seeded rng) on the
-32-atom fcc Cu/Al cell of ``bench_calculator.py`` with the shipped PET model
-``pet-emt-cual`` (float32, CPU), for
+ASE ``VelocityVerlet`` (2 fs, NVE, 300 K Maxwell-Boltzmann momenta, seeded)
+with the shipped PET ``pet-emt-cual`` (float32, CPU) on fcc Cu/Al cells of
+32 and 108 atoms (``symmd.models.cual_cell``, 0.05 A rattle), for
 
-* ``plain``: ``SymmetryCalculator(adapter)`` (raw model, no monitor);
-* ``monitored``: ``SymmetryCalculator(adapter, monitor=Monitor(every=10,
-  rotations=2, seed=0))``: a batched 2-rotation equivariance check every 10
-  force evaluations, plus the per-step physics checks;
-* ``metatomic``: a plain ``MetatomicCalculator`` (no symmd), for context.
+* ``metatomic``: a plain ``metatomic_ase.MetatomicCalculator`` (the baseline);
+* ``none`` / ``project``: ``SymmetryCalculator(model, symmetrize=...)``;
+* ``monitor10`` / ``monitor1``: ``none`` with ``Monitor(every=10 | 1,
+  rotations=2)``: the draws join the step's own batched model call;
+* ``monitor10_separate``: the same with the draws evaluated in a model call
+  of their own (the monitor before issue 22), for comparison;
+* ``physics``: ``none`` with ``Monitor(every=0)``: the per-step physical
+  checks alone (no draws), the monitor's floor;
+* ``export_none``: ``symmd.export(model, symmetrize="none")`` run by
+  ``MetatomicCalculator`` (the raw exported model, the exported baseline);
+* ``export_monitor10`` / ``export_monitor1``: the same with
+  ``monitor_every=10 | 1`` (2 draws).
 
-Each variant gets 3 untimed warm-up force evaluations (the monitored one with
-``every=1``, so its 2-copy graph is warmed up too). Then the variants run in
-turn (plain, monitored, metatomic), ``--repeats`` times (default 3), each run
-on a fresh copy of the same initial atoms and with a fresh calculator and
-monitor, so every run follows the same trajectory. Medians are reported, with
-the ratio monitored/plain (goal: <= 1.2x).
+Every variant keeps its own calculator, atoms and integrator for the whole
+run, so a monitor checks exactly one step in ``every``. After ``--warmup``
+steps each (TorchScript settles; every batch shape is seen), the variants run
+``--steps`` steps in turn, in a new seeded random order every round, for
+``--rounds`` rounds, so that the load of other jobs falls on all alike. Per
+round the ratio to the baseline of the same round is taken (paired); the
+tables report medians over rounds, of process CPU time (1 thread: the work
+done, insensitive to time spent descheduled) and of wall time. Goals:
+``none`` <= 1.03x, ``project`` <= 1.05x, ``monitor10`` <= 1.12x
+``metatomic``; ``export_monitor10`` <= 1.12x ``export_none``; judged on the
+CPU-time ratios.
 
-    python benchmarks/bench_monitor.py [--repeats 3] [--steps 200] [--quick] [--json PATH]
+    python benchmarks/bench_monitor.py [--rounds 15] [--steps 20] [--warmup 12]
+        [--sizes 32 108] [--threads 1] [--quick] [--json PATH]
 
-``--quick`` (1 repeat, 20 steps) only checks that the script runs; it writes
-``bench_monitor_quick.json`` unless ``--json`` is given.
+``--quick`` (32 atoms, 2 rounds of 10 steps) only checks that the script
+runs; it writes ``results/bench_monitor_quick.json`` (ignored by git) unless
+``--json`` is given. The load average (``/proc/loadavg``) is recorded at the
+start, after every round and at the end.
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch; vesin reads it too
+
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import statistics
+import tempfile
 import time
 import warnings
 
 import numpy as np
 import torch
 from ase import units
+from ase.calculators.calculator import all_changes
 from ase.md.verlet import VelocityVerlet
-from bench_calculator import make_cell  # same directory: the same 32-atom cell
 from metatomic_ase import MetatomicCalculator
 
+import symmd
 from symmd import Monitor, SymmetryCalculator, models
 
 try:  # Maxwell-Boltzmann momenta; ASE >= 3.29 renamed MaxwellBoltzmannDistribution
@@ -51,131 +71,214 @@ except ImportError:
 
 MODEL = "pet-emt-cual"
 RESULTS = pathlib.Path(__file__).parent / "results"
+REPEATS = {32: (2, 2, 2), 108: (3, 3, 3)}
+#: (variant, baseline, goal) judged on the median paired CPU-time ratio
+GOALS = [
+    ("none", "metatomic", 1.03),
+    ("project", "metatomic", 1.05),
+    ("monitor10", "metatomic", 1.12),
+    ("export_monitor10", "export_none", 1.12),
+]
 
 
-def run_md(calc, template, steps: int) -> tuple[float, np.ndarray]:
-    """Seconds for ``steps`` VelocityVerlet steps from a copy of ``template``
-    (positions and momenta), and the final positions."""
-    atoms = template.copy()
-    atoms.calc = calc
-    dyn = VelocityVerlet(atoms, timestep=2.0 * units.fs)
-    start = time.perf_counter()
-    dyn.run(steps)
-    return time.perf_counter() - start, atoms.positions.copy()
+def load_average() -> float:
+    with open("/proc/loadavg") as handle:
+        return float(handle.read().split()[0])
+
+
+class SeparateDraws(Monitor):
+    """A monitor that asks for no draws in the step's batch, so that its check
+    evaluates them in a model call of its own (the same seeded draws)."""
+
+    def draws(self, calc):
+        return None
+
+
+def make_variants(adapter, path: str, folder: str) -> dict:
+    """name -> calculator (fresh; each is used for one whole run)."""
+    exported = {}
+    for every in (None, 10, 1):
+        out = os.path.join(folder, f"export_{every}.pt")
+        symmd.export(path, out, symmetrize="none", monitor_every=every, seed=0)
+        exported[every] = out
+    return {
+        "metatomic": MetatomicCalculator(path),
+        "none": SymmetryCalculator(adapter),
+        "project": SymmetryCalculator(adapter, symmetrize="project"),
+        "monitor10": SymmetryCalculator(adapter, monitor=Monitor(every=10, rotations=2, seed=0)),
+        "monitor1": SymmetryCalculator(adapter, monitor=Monitor(every=1, rotations=2, seed=0)),
+        "monitor10_separate": SymmetryCalculator(
+            adapter, monitor=SeparateDraws(every=10, rotations=2, seed=0)
+        ),
+        "physics": SymmetryCalculator(adapter, monitor=Monitor(every=0)),
+        "export_none": MetatomicCalculator(exported[None]),
+        "export_monitor10": MetatomicCalculator(exported[10]),
+        "export_monitor1": MetatomicCalculator(exported[1]),
+    }
+
+
+def same_results(calcs: dict, atoms) -> dict:
+    """Largest differences of energy/forces/stress from ``metatomic`` on ``atoms``."""
+    ref = calcs["metatomic"]
+    ref.calculate(atoms.copy(), ["energy", "forces", "stress"], all_changes)
+    diffs = {}
+    for name in ("none", "export_none"):
+        calc = calcs[name]
+        calc.calculate(atoms.copy(), ["energy", "forces", "stress"], all_changes)
+        diffs[name] = {
+            key: float(np.abs(np.asarray(calc.results[key]) - ref.results[key]).max())
+            for key in ("energy", "forces", "stress")
+        }
+    return diffs
+
+
+def run_size(n_atoms: int, adapter, path: str, args, rng, folder: str) -> dict:
+    template = models.cual_cell(REPEATS[n_atoms], seed=0, rattle=0.05)
+    thermalize_momenta(template, temperature_K=300, rng=np.random.default_rng(1))
+    check = make_variants(adapter, path, folder)
+    diffs = same_results(check, template)
+    calcs = make_variants(adapter, path, folder)
+    dyns = {}
+    for name, calc in calcs.items():
+        atoms = template.copy()
+        atoms.calc = calc
+        dyns[name] = VelocityVerlet(atoms, timestep=2.0 * units.fs)
+        dyns[name].run(args.warmup)
+    names = list(calcs)
+    cpu = {name: [] for name in names}
+    wall = {name: [] for name in names}
+    loads = []
+    for _ in range(args.rounds):
+        for name in rng.permutation(names):
+            w0, c0 = time.perf_counter(), time.process_time()
+            dyns[name].run(args.steps)
+            cpu[name].append((time.process_time() - c0) / args.steps)
+            wall[name].append((time.perf_counter() - w0) / args.steps)
+        loads.append(load_average())
+        print(
+            f"  {n_atoms} atoms: round {len(loads)}/{args.rounds}, load {loads[-1]:.2f}", flush=True
+        )
+
+    def paired(times: dict, name: str, base: str) -> float:
+        return statistics.median(a / b for a, b in zip(times[name], times[base]))
+
+    pairs = {name: "metatomic" for name in names}
+    pairs.update({"export_monitor10": "export_none", "export_monitor1": "export_none"})
+    checks = {
+        name: sum(1 for row in calcs[name].monitor.history if "a2_forces" in row)
+        for name in ("monitor10", "monitor1", "monitor10_separate")
+    }
+    return {
+        "n_atoms": n_atoms,
+        "evaluations": args.warmup + 1 + args.rounds * args.steps,
+        "checks": checks,
+        "load_avg_per_round": loads,
+        "monitor10_joined_over_separate_cpu": paired(cpu, "monitor10", "monitor10_separate"),
+        "max_diff_vs_metatomic": diffs,
+        "variants": {
+            name: {
+                "baseline": pairs[name],
+                "cpu_ms_per_step": 1e3 * statistics.median(cpu[name]),
+                "wall_ms_per_step": 1e3 * statistics.median(wall[name]),
+                "cpu_ratio": paired(cpu, name, pairs[name]),
+                "wall_ratio": paired(wall, name, pairs[name]),
+                "cpu_ratio_to_metatomic": paired(cpu, name, "metatomic"),
+                "cpu_s_per_step": cpu[name],
+                "wall_s_per_step": wall[name],
+            }
+            for name in names
+        },
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--quick", action="store_true", help="1 repeat, 20 steps")
-    parser.add_argument(
-        "--json", default=None, help="default: benchmarks/results/bench_monitor[_quick].json"
-    )
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed segment")
+    parser.add_argument("--warmup", type=int, default=12, help="untimed steps per variant")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 108], choices=[32, 108])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="32 atoms, 2 rounds of 10 steps")
+    parser.add_argument("--json", default=None, help="default: results/bench_monitor[_quick].json")
     args = parser.parse_args()
-    repeats, steps = (1, 20) if args.quick else (args.repeats, args.steps)
-
+    if args.quick:
+        args.rounds, args.steps, args.warmup, args.sizes = 2, 10, 2, [32]
+    torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore")  # a monitor may warn on a noisy baseline; timing only
     path = models.shipped_model(MODEL)
-    adapter = models.load(path)  # loaded once, outside every timing
-    template = make_cell()
-    thermalize_momenta(template, temperature_K=300, rng=np.random.default_rng(1))
+    adapter = models.load(path)
+    rng = np.random.default_rng(0)
+    start_load = load_average()
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
-        f"{len(template)} atoms, {steps} steps x {repeats} runs each, load avg {os.getloadavg()[0]:.2f}",
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} cpus, "
+        f"{args.rounds} rounds x {args.steps} steps, load {start_load:.2f}",
         flush=True,
     )
+    with tempfile.TemporaryDirectory() as folder:
+        sizes = [run_size(n, adapter, path, args, rng, folder) for n in args.sizes]
 
-    # Each run gets a fresh calculator (call counter and monitor schedule start at 0).
-    metatomic = MetatomicCalculator(path)
-
-    def fresh_metatomic():
-        metatomic.reset()
-        return metatomic
-
-    monitors = []  # kept to count the checks each monitored run made
-
-    def fresh_monitored(every: int = 10):
-        monitors.append(Monitor(every=every, rotations=2, seed=0))
-        return SymmetryCalculator(adapter, monitor=monitors[-1])
-
-    variants = {
-        "plain": lambda: SymmetryCalculator(adapter),
-        "monitored": fresh_monitored,
-        "metatomic": fresh_metatomic,
-    }
-
-    # Warm-up: 2 steps = 3 force evaluations per variant (every one checked when monitored).
-    warnings.simplefilter(
-        "ignore"
-    )  # the monitor may warn on a noisy baseline; it does not change the run
-    for name, make in variants.items():
-        run_md(make(1) if name == "monitored" else make(), template, 2)
-    monitors.clear()
-
-    times = {name: [] for name in variants}
-    final = {}
-    for _ in range(repeats):  # interleaved: plain, monitored, metatomic, plain, ...
-        for name, make in variants.items():
-            seconds, final[name] = run_md(make(), template, steps)
-            times[name].append(seconds)
-    med = {name: statistics.median(t) for name, t in times.items()}
-    n_checks = [sum(1 for row in m.history if "a2_forces" in row) for m in monitors]
-    n_events = [len(m.events) for m in monitors]
-    ratio = med["monitored"] / med["plain"]
-    # The monitor only observes: the trajectory must be the same as the plain one.
-    same_traj = float(np.abs(final["monitored"] - final["plain"]).max())
-    vs_metatomic = float(np.abs(final["metatomic"] - final["plain"]).max())
-
-    print(f"\n{'variant':<11} {'median s':>9} {'min s':>8} {'ms/step':>8} {'vs plain':>9}")
-    for name in variants:
+    print("\nms per step (median) and ratio to the baseline (median of paired rounds):")
+    header = f"{'variant':<19} {'baseline':<12}"
+    for size in sizes:
+        header += f" | {size['n_atoms']:>3} atoms: cpu ms  cpu x  wall x"
+    print(header)
+    for name in sizes[0]["variants"]:
+        line = f"{name:<19} {sizes[0]['variants'][name]['baseline']:<12}"
+        for size in sizes:
+            v = size["variants"][name]
+            line += f" |       {v['cpu_ms_per_step']:>7.1f} {v['cpu_ratio']:>6.3f} {v['wall_ratio']:>7.3f}"
+        print(line)
+    goals = []
+    for name, base, goal in GOALS:
+        for size in sizes:
+            ratio = size["variants"][name]["cpu_ratio"]
+            goals.append(
+                {
+                    "variant": name,
+                    "baseline": base,
+                    "n_atoms": size["n_atoms"],
+                    "goal": goal,
+                    "cpu_ratio": ratio,
+                    "wall_ratio": size["variants"][name]["wall_ratio"],
+                    "met": ratio <= goal,
+                }
+            )
+    print()
+    for g in goals:
         print(
-            f"{name:<11} {med[name]:>9.2f} {min(times[name]):>8.2f} {1e3 * med[name] / steps:>8.1f} "
-            f"{med[name] / med['plain']:>8.2f}x"
+            f"{g['variant']}/{g['baseline']} at {g['n_atoms']} atoms: {g['cpu_ratio']:.3f}x "
+            f"(goal <= {g['goal']}x: {'met' if g['met'] else 'NOT met'})"
         )
-    print(
-        f"\nmonitored/plain = {ratio:.2f}x (goal <= 1.2x: {'yes' if ratio <= 1.2 else 'NO'}); "
-        f"equivariance checks per run {n_checks}, monitor events {n_events}"
-    )
-    print(
-        f"final positions, max |monitored - plain| {same_traj:.1e} A, |metatomic - plain| {vs_metatomic:.1e} A; "
-        f"load avg {os.getloadavg()[0]:.2f}"
-    )
-
+    for size in sizes:
+        print(
+            f"{size['n_atoms']} atoms: max |dF| none vs metatomic "
+            f"{size['max_diff_vs_metatomic']['none']['forces']:.1e} eV/A; checks "
+            f"{size['checks']} in {size['evaluations']} evaluations; monitor10 joined/separate "
+            f"{size['monitor10_joined_over_separate_cpu']:.3f}x"
+        )
+    end_load = load_average()
     out = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "load_avg_1min_end": os.getloadavg()[0],
+        "load_avg_1min_start": start_load,
+        "load_avg_1min_end": end_load,
         "model": MODEL,
-        "n_atoms": len(template),
-        "steps": steps,
         "timestep_fs": 2.0,
         "temperature_K": 300,
-        "repeats": repeats,
-        "monitor": {"every": 10, "rotations": 2, "seed": 0},
-        "variants": {
-            name: {
-                "median_s": med[name],
-                "min_s": min(times[name]),
-                "times_s": times[name],
-                "ms_per_step": 1e3 * med[name] / steps,
-            }
-            for name in variants
-        },
-        "monitored_over_plain": ratio,
-        "goal_met": ratio <= 1.2,
-        "checks_per_run": n_checks,
-        "events_per_run": n_events,
-        "max_final_position_diff_monitored_plain": same_traj,
-        "max_final_position_diff_metatomic_plain": vs_metatomic,
+        "rounds": args.rounds,
+        "steps_per_round": args.steps,
+        "warmup_steps": args.warmup,
+        "sizes": sizes,
+        "goals": goals,
     }
     json_path = pathlib.Path(
         args.json or RESULTS / f"bench_monitor{'_quick' if args.quick else ''}.json"
     )
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(out, indent=1))
-    print(f"\nwrote {json_path}")
+    print(f"load {start_load:.2f} -> {end_load:.2f}; wrote {json_path}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ the stress (eV/A^3, Frobenius norm of the 3x3 difference), per atom for the
 forces (eV/A, Euclidean norm). Averaged over orientations, the squared error
 of the raw model is the squared error of the averaged model plus
 :math:`A^2`, so :math:`A` is a lower bound of the model error's
-orientation-dependent part.
+orientation-dependent part. Per atom (forces), :mod:`symmd.ranking` says how
+well :math:`A_i` orders :math:`|F_i - F_i^{ref}|`: Spearman's rank
+correlation and the ROC-AUC for the atoms whose error exceeds a threshold.
 
 Labels are read by :func:`symmd._labels.labels_of` (calculator results as
 ``ase.io.read`` gives them for an extxyz file, else the ``info``/``arrays``
@@ -25,6 +27,7 @@ import torch
 
 from ._labels import labels_of
 from .models import Adapter, evaluate_rotated
+from .ranking import rank_scores
 
 __all__ = ["LABELLED", "compare", "model_errors"]
 
@@ -62,12 +65,26 @@ def model_errors(
     return errors
 
 
-def compare(abs_error: np.ndarray, equivariance_error: np.ndarray) -> dict[str, float]:
-    """Medians of the two distributions and their ratio (model / equivariance)."""
+def compare(
+    abs_error: np.ndarray, equivariance_error: np.ndarray, threshold: Optional[float] = None
+) -> dict[str, float]:
+    """Medians of the two distributions and their ratio (model / equivariance);
+    with ``threshold``, also how well A ranks the error sample by sample
+    (:func:`symmd.ranking.rank_scores`): ``spearman``, ``roc_auc`` for
+    ``abs_error > threshold`` (``auc_threshold``), ``n_above``."""
     model = float(np.median(abs_error))
     equiv = float(np.median(equivariance_error))
-    return {
+    out = {
         "median_abs_error": model,
         "median_equivariance_error": equiv,
         "ratio": model / equiv if equiv > 0 else float("inf"),
     }
+    if threshold is not None:
+        scores = rank_scores(equivariance_error, abs_error, threshold)
+        out.update(
+            spearman=scores["spearman"],
+            roc_auc=scores["roc_auc"],
+            auc_threshold=scores["threshold"],
+            n_above=scores["n_above"],
+        )
+    return out

@@ -17,15 +17,23 @@ model's dtype,
 
 with :func:`symmd.metrics.back_rotate` and :func:`symmd.metrics.weighted_sum`.
 With the identity as the only "rotation" (modes ``"none"``/``"project"``)
-these are the raw predictions.
+these are the raw predictions, and the engine's systems are passed to the
+model as they are (no copies: the raw model's cost, bitwise its outputs).
 
 Monitoring: on every ``monitor_every``-th call (the first included),
 ``n_draws`` Haar-random O(3) elements :math:`h_j` (a uniform unit quaternion
-times a random sign) join the same batch, and
+times a random sign) are evaluated, and
 :func:`symmd.metrics.sample_variance` of :math:`E(h_j x)` (and of
 :math:`F(h_j x) h_j` for non-conservative forces) gives the unbiased
 :math:`\widehat{A^2}`; the published value is
-:math:`\sqrt{\max(\widehat{A^2}, 0)}`, held until the next check.
+:math:`\sqrt{\max(\widehat{A^2}, 0)}`, held until the next check. The draws
+need no gradient (energies and direct forces are forward outputs), so on a
+CPU they are evaluated in their own forward-only call without an autograd
+graph, which costs less than joining the differentiated batch (2 draws of
+32-108 atoms: 0.55-0.61 of a raw call, against 1.4-1.8 for 2 copies joined
+to a differentiated batch; benchmarks/README.md, "The cost of watching"); on
+an accelerator, where a few more copies in a call cost almost nothing, they
+join the step's batch.
 """
 
 from typing import Dict, List, Optional
@@ -142,6 +150,9 @@ class SymmetrizedEnergy(torch.nn.Module):
         self.seed = seed
         self.atoms_per_call = atoms_per_call
         self.calls = 0
+        # "auto": draws join the step's batch on an accelerator, are evaluated
+        # apart without a graph on a CPU; "join" / "apart" force either
+        self.join_draws = "auto"
         self.held_energy_a2 = torch.zeros(0, dtype=torch.float64)
         self.held_force_a2 = torch.zeros(0, 0, dtype=torch.float64)
         self._nl: List[NeighborListOptions] = []
@@ -230,9 +241,12 @@ class SymmetrizedEnergy(torch.nn.Module):
         generator.manual_seed(self.seed + self.calls)
         monitored = self.monitor_every > 0 and self.calls % self.monitor_every == 0
         self.calls += 1
-        rot = self._rule(monitored, generator).to(device)
+        joined = monitored and (
+            self.join_draws == "join" or (self.join_draws == "auto" and device.type != "cpu")
+        )  # see the module docstring
+        rot = self._rule(joined, generator).to(device)
         n_rot = rot.shape[0]
-        n_main = n_rot - self.n_draws if monitored else n_rot
+        n_main = n_rot - self.n_draws if joined else n_rot
         w = self.weights.to(device) if self.mode == "average" else torch.ones(1).to(rot)
         n_sys = len(systems)
         n_max = max([len(s) for s in systems])
@@ -251,7 +265,10 @@ class SymmetrizedEnergy(torch.nn.Module):
         if want_stress:
             inner[self.nc_stress] = ModelOutput(sample_kind="system")
 
-        copies = self._copies(systems, rot)
+        if self.mode == "average" or joined:
+            copies = self._copies(systems, rot)
+        else:  # the identity is the only rotation: the engine's systems are the copies
+            copies = systems
         n_copies = len(copies)
         batch_size = self.batch_size
         if batch_size <= 0:  # symmd.models.chunk_plan's default
@@ -283,7 +300,7 @@ class SymmetrizedEnergy(torch.nn.Module):
         k_of_row = copy_of_row % n_rot
         keys = Labels(["_"], torch.zeros(1, 1, dtype=torch.int32, device=device))
 
-        if monitored:
+        if joined:
             self.held_energy_a2 = sample_variance(energy[n_main:].detach(), 0)
         if "energy" in outputs:
             props = e_blocks[0].properties
@@ -310,7 +327,7 @@ class SymmetrizedEnergy(torch.nn.Module):
             dense = torch.zeros(n_rot, n_sys, n_max, 3, dtype=torch.float64, device=device)
             dense = dense.index_put([f_copy % n_rot, f_copy // n_rot, f_atom], f_rows)
             mask = _mask(n_sys, n_max, f_copy // n_rot, f_atom)
-            if monitored:
+            if joined:
                 z = back_rotate(dense[n_main:], rot[n_main:], 1)
                 self.held_force_a2 = sample_variance(z.detach(), 1)
             if "non_conservative_force" in outputs:
@@ -342,14 +359,74 @@ class SymmetrizedEnergy(torch.nn.Module):
             )
             result["non_conservative_stress"] = TensorMap(keys, [block])
 
+        if monitored and not joined:
+            draws = haar_o3(self.n_draws, generator, False).to(device)
+            self._monitor_apart(systems, draws, want_force, selected_atoms, batch_size)
         self._diagnostics(systems, outputs, result, keys, selected_atoms)
         return result
+
+    def _monitor_apart(
+        self,
+        systems: List[System],
+        draws: torch.Tensor,
+        want_force: bool,
+        selected_atoms: Optional[Labels],
+        batch_size: int,
+    ):
+        r"""The monitor's ``draws [m, 3, 3]``, evaluated without an autograd
+        graph in calls of their own; sets the held :math:`\widehat{A^2}`."""
+        device = systems[0].positions.device
+        n_sys = len(systems)
+        n_max = max([len(s) for s in systems])
+        m = draws.shape[0]
+        inner: Dict[str, ModelOutput] = {"energy": ModelOutput(sample_kind="system")}
+        if want_force:
+            inner[self.nc_force] = ModelOutput(sample_kind="atom")
+        with torch.no_grad():
+            copies = self._copies(systems, draws)
+            e_blocks: List[TensorBlock] = []
+            f_blocks: List[TensorBlock] = []
+            offsets: List[int] = []
+            start = 0
+            for size in even_chunks(len(copies), batch_size):
+                stop = start + size
+                chunk_sel = self._selected(selected_atoms, m, start, stop)
+                out = self.model(copies[start:stop], inner, chunk_sel)
+                e_blocks.append(out["energy"].block())
+                if want_force:
+                    f_blocks.append(out[self.nc_force].block())
+                offsets.append(start)
+                start = stop
+            copy = _copy_index(e_blocks, offsets, device)
+            rows = torch.cat([b.values[:, 0] for b in e_blocks]).to(torch.float64)
+            energy = torch.zeros(len(copies), dtype=torch.float64, device=device)
+            energy = energy.index_add(0, copy, rows).reshape(n_sys, m).transpose(0, 1)
+            self.held_energy_a2 = sample_variance(energy, 0)
+            if want_force:
+                f_copy = _copy_index(f_blocks, offsets, device)
+                f_atom = _atom_index(f_blocks, device)
+                f_rows = torch.cat([b.values[:, :, 0] for b in f_blocks]).to(torch.float64)
+                dense = torch.zeros(m, n_sys, n_max, 3, dtype=torch.float64, device=device)
+                dense = dense.index_put([f_copy % m, f_copy // m, f_atom], f_rows)
+                self.held_force_a2 = sample_variance(back_rotate(dense, draws, 1), 1)
+
+    def _isolated(self, system: System) -> bool:
+        """No periodic direction, or none that any neighbour pair crosses (a
+        cluster in the vacuum box that engines such as i-PI require): its
+        energy does not change under rigid rotations, so the torque goes."""
+        if not bool(system.pbc.any()):
+            return True
+        for option in system.known_neighbor_lists():
+            shifts = system.get_neighbor_list(option).samples.values[:, 2:5]
+            if bool((shifts != 0).any()):
+                return False
+        return True
 
     def _project(self, systems: List[System], forces: torch.Tensor) -> torch.Tensor:
         projected: List[torch.Tensor] = []
         for s, system in enumerate(systems):
             n = len(system)
-            f = remove_rigid(forces[s, :n], system.positions.detach(), not bool(system.pbc.any()))
+            f = remove_rigid(forces[s, :n], system.positions.detach(), self._isolated(system))
             projected.append(torch.cat([f, forces[s, n:]]))
         return torch.stack(projected)
 

@@ -172,6 +172,7 @@ def run_md(args) -> int:
     from tqdm import tqdm
 
     from . import InstabilityError, Monitor, SymmetryCalculator
+    from .uncertainty import ARRAY
 
     if args.ensemble == "nve" and args.friction is not None:
         raise ValueError("--friction applies to --ensemble langevin only")
@@ -181,6 +182,7 @@ def run_md(args) -> int:
     rng = np.random.default_rng(args.seed)
     monitor = Monitor(
         every=args.monitor_every,
+        trust=args.trust,
         action=args.action,
         log=args.log,
         overwrite=args.overwrite,
@@ -196,6 +198,7 @@ def run_md(args) -> int:
         max_copies=args.max_copies or None,
         monitor=monitor,
         device=args.device,
+        non_conservative=args.non_conservative,
         seed=args.seed,
     )
     atoms.calc = calc
@@ -213,7 +216,14 @@ def run_md(args) -> int:
         import ase.io
 
         def write_frame():
-            ase.io.write(args.trajectory, atoms, format="extxyz", append=True)
+            # the per-atom A of the forces, in the results at checked steps only
+            per_atom = calc.results.get(ARRAY)
+            if per_atom is not None:
+                atoms.arrays[ARRAY] = np.asarray(per_atom, dtype=np.float64)
+            try:
+                ase.io.write(args.trajectory, atoms, format="extxyz", append=True)
+            finally:
+                atoms.arrays.pop(ARRAY, None)
 
         open(args.trajectory, "w").close()
         dyn.attach(write_frame, interval=args.trajectory_every)
@@ -254,7 +264,8 @@ def run_md(args) -> int:
     except InstabilityError as error:
         bar.close()
         good = f"; last good frame: {error.last_good}" if error.last_good else ""
-        print(f"symmd md: stopped: {error}{good}{log}", file=sys.stderr)
+        reason = str(error).replace("symmetrize='project'", "--symmetrize project")
+        print(f"symmd md: stopped: {reason}{good}{log}", file=sys.stderr)
         return 3
     finally:
         bar.close()

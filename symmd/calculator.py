@@ -40,8 +40,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from . import metrics, o3
 from ._kwargs import check_keywords
 from .errors import InstabilityError
-from .models import Responses, evaluate_rotated, load
-from .monitor import Monitor, Observation
+from .models import Responses, Reuse, evaluate_rotated, load
+from .monitor import Draws, Monitor, Observation
 from .projection import project_forces, symmetrize_stress
 from .recommend import check_tolerance, recommend_quadrature
 from .spacegroup import SpaceGroupProjector
@@ -55,6 +55,8 @@ MODES = ("none", "project", "average", "adaptive")
 _ASE_KEYWORDS = ("restart", "ignore_bad_restart_file", "label", "atoms", "directory")
 #: per-call cost assumed in the refusal message of oversized rules (s per copy per atom)
 _SECONDS_PER_COPY_ATOM = 2e-4
+#: the raw evaluation's only "rotation"
+_IDENTITY = o3.quadrature(0, inversion=False)
 
 
 class SymmetryCalculator(Calculator):
@@ -86,6 +88,10 @@ class SymmetryCalculator(Calculator):
         5000, about an hour per step for a few hundred atoms on a CPU);
         ``None`` allows any size.
     device, dtype, non_conservative: passed to :func:`symmd.models.load`.
+        With ``non_conservative=True`` forces and stress are the model's
+        direct outputs in every mode (forward passes only, no autograd
+        graph); a periodic cell gets a stress only when the model has
+        ``non_conservative_stress``.
     seed: seeds ``reorient`` (and the monitor, if it has no seed of its own).
     mirror_to_atoms: also store the diagnostics in ``atoms.info`` and
         ``atoms.arrays`` so that they survive in extxyz trajectories.
@@ -170,6 +176,7 @@ class SymmetryCalculator(Calculator):
         self.space_group = SpaceGroupProjector(symprec) if space_group else None
         self.n_calls = 0
         self.switches: list[dict] = []
+        self.reuse = Reuse()  # Verlet neighbour lists and the fixed parts, across calls
         if monitor is None and symmetrize == "adaptive":
             monitor = Monitor(seed=seed)
         if monitor is not None and not isinstance(monitor, Monitor):
@@ -194,8 +201,25 @@ class SymmetryCalculator(Calculator):
     # -- evaluation ------------------------------------------------------
     def evaluate(self, atoms, rotations, properties) -> Responses:
         """Responses of the wrapped model for rotated copies of ``atoms``
-        (see :func:`symmd.models.evaluate_rotated`)."""
-        return evaluate_rotated(self.model, atoms, rotations, properties, self.batch_size)
+        (see :func:`symmd.models.evaluate_rotated`; neighbour lists are
+        reused across calls, :class:`symmd.models.Reuse`)."""
+        return evaluate_rotated(
+            self.model, atoms, rotations, properties, self.batch_size, reuse=self.reuse
+        )
+
+    def _evaluate_with(self, atoms, q: o3.Quadrature, props, draws: Optional[Draws]) -> Responses:
+        """Evaluate the rotations of ``q`` and, when a check asks for them, the
+        monitor's draws in the same batch (one model call per chunk of
+        :func:`symmd.models.chunk_plan`, which splits them only where the
+        memory bound demands); the draws' responses go to
+        ``draws.responses``, those of ``q`` are returned."""
+        if draws is None:
+            return self.evaluate(atoms, q, props)
+        n = len(q)
+        both = torch.cat([q.rotations, draws.rotations.rotations.to(q.rotations)])
+        out = self.evaluate(atoms, both, props)
+        draws.responses = out.take(slice(n, None))
+        return out.take(slice(0, n))
 
     def _properties(self, atoms, properties) -> tuple:
         periodic = bool(atoms.pbc.all())
@@ -204,11 +228,18 @@ class SymmetryCalculator(Calculator):
                 "stress is only defined for fully periodic structures; this one has "
                 f"pbc={atoms.pbc.tolist()}"
             )
+        if periodic and not self.model.provides("stress"):  # direct forces, no direct stress
+            if "stress" in properties:
+                raise PropertyNotImplementedError(
+                    "stress with non_conservative=True needs the model's "
+                    "'non_conservative_stress' output, which this model does not have"
+                )
+            periodic = False
         props = ["energy", "forces"] + (["stress"] if periodic else [])
         return tuple(props + (["energies"] if "energies" in properties else []))
 
-    def _raw(self, atoms, props) -> dict:
-        out = self.evaluate(atoms, torch.eye(3, dtype=torch.float64), props)
+    def _raw(self, atoms, props, draws: Optional[Draws] = None) -> dict:
+        out = self._evaluate_with(atoms, _IDENTITY, props, draws)
         return {key: value[0].cpu().numpy() for key, value in out.items()}
 
     def choose_quadrature(self, atoms) -> o3.Quadrature:
@@ -224,13 +255,13 @@ class SymmetryCalculator(Calculator):
         _LOG.info("symmd: quadrature='auto' chose %s", rec)
         return rec.quadrature
 
-    def _average(self, atoms, props) -> dict:
+    def _average(self, atoms, props, draws: Optional[Draws] = None) -> dict:
         q = self.quadrature if self.quadrature is not None else self.choose_quadrature(atoms)
         if self.reorient:
             from scipy.spatial.transform import Rotation
 
             q = q.reoriented(torch.from_numpy(Rotation.random(random_state=self.rng).as_matrix()))
-        out = self.evaluate(atoms, q, props)
+        out = self._evaluate_with(atoms, q, props, draws)
         results: dict = {}
         for key, value in out.items():
             twirl, error = metrics.twirl_and_error(value, q, out.kinds[key])
@@ -247,11 +278,14 @@ class SymmetryCalculator(Calculator):
         previous = dict(self.results) if not system_changes else {}
         super().calculate(atoms, properties, system_changes)
         props = self._properties(self.atoms, properties)
+        draws = None
         if system_changes:  # a new state: one more force evaluation (MD step)
             self.n_calls += 1
-        self._fill(self.mode, props)
+            if self.monitor is not None:  # does this step's check want rotated draws?
+                draws = self.monitor.draws(self)
+        self._fill(self.mode, props, draws)
         if self.monitor is not None and system_changes:
-            self._apply(self.monitor.check(self, self.atoms, props), props)
+            self._apply(self.monitor.check(self, self.atoms, props, draws), props)
         # unchanged positions: keep what was already returned (one value per state)
         self.results.update({k: v for k, v in previous.items() if k in self.results})
         if self.mirror_to_atoms and atoms is not None:
@@ -282,10 +316,15 @@ class SymmetryCalculator(Calculator):
             for key, value in obs.errors.items():
                 self.results.setdefault(key, value)
 
-    def _fill(self, mode: str, props) -> None:
+    def _fill(self, mode: str, props, draws: Optional[Draws] = None) -> None:
+        """Evaluate the step in ``mode`` (with the monitor's ``draws`` in the
+        same batch when given) and set ``self.results``."""
         atoms = self.atoms
         assert atoms is not None
-        results = self._average(atoms, props) if mode == "average" else self._raw(atoms, props)
+        if mode == "average":
+            results = self._average(atoms, props, draws)
+        else:
+            results = self._raw(atoms, props, draws)
         if mode == "project":
             results["forces"] = project_forces(
                 results["forces"], atoms.positions, torque=not atoms.pbc.any()

@@ -1,5 +1,5 @@
 """The ``symmd`` command: ``md``, ``diagnose``, ``training``, ``finetune``, ``export``,
-``plot``, ``models``.
+``plot``, ``select``, ``models``.
 
 Errors in the arguments or the inputs end with one line on stderr and exit
 status 2; a run stopped by the monitor exits with status 3 and its reason;
@@ -66,7 +66,10 @@ def _md(args) -> int:
     try:
         return run_md(args)
     except ValueError as error:  # say the command-line spelling of the fix
-        raise ValueError(str(error).replace("max_copies=None", "--max-copies 0")) from None
+        text = str(error).replace("max_copies=None", "--max-copies 0")
+        raise ValueError(
+            text.replace("use non_conservative=False", "drop --non-conservative")
+        ) from None
 
 
 def _models(args) -> int:
@@ -94,6 +97,7 @@ def _diagnose(args) -> int:
         properties=args.properties,
         layers=args.layers,
         batch_size=args.batch_size,
+        auc_threshold=args.auc_threshold,
     )
     print(result.table())
     if args.json:
@@ -192,6 +196,20 @@ def _finetune(args) -> int:
     print(f"wrote {args.output}/gamma_*/ (model.ckpt, model.pt, result.json)")
     if len(results) > 1:
         print(f"wrote {args.output}/summary.json and {args.output}/tradeoff.png")
+    return 0
+
+
+def _select(args) -> int:
+    from .uncertainty import select_frames
+
+    found = select_frames(args.trajectory, args.lo, args.hi, out=args.output, array=args.array)
+    skipped = (
+        f" ({len(found.skipped)} frames without {args.array} skipped)" if found.skipped else ""
+    )
+    print(
+        f"selected {found.count} of {len(found.values)} frames with max {args.array} in "
+        f"[{args.lo:g}, {args.hi:g}){skipped}; wrote {args.output}"
+    )
     return 0
 
 
@@ -321,6 +339,14 @@ def _md_parser(sub) -> None:
         "a step, then averaging",
     )
     md.add_argument(
+        "--non-conservative",
+        action="store_true",
+        help="take forces (and stress) from the model's direct non_conservative_force/"
+        "stress outputs: no backward pass, but an unconstrained direct force has a net "
+        "force and torque that the monitor flags; add --symmetrize project (free) to "
+        "remove them",
+    )
+    md.add_argument(
         "--degree",
         type=_degree,
         default=3,
@@ -363,8 +389,21 @@ def _md_parser(sub) -> None:
         help="CSV log of the monitor (default symmd-md.csv); an existing file is kept "
         "and the run logs to NAME.1.csv, NAME.2.csv, ... unless --overwrite",
     )
+    md.add_argument(
+        "--trust",
+        nargs=2,
+        type=_NON_NEGATIVE,
+        metavar=("LO", "HI"),
+        help="trust levels of the largest per-atom equivariance error of the forces, eV/A "
+        "(DP-GEN style): checks in [LO, HI) are logged as candidates, HI or above is a flag "
+        "(the --action applies); see symmd.uncertainty.trust_levels to choose them",
+    )
     md.add_argument("--overwrite", action="store_true", help="replace an existing --log")
-    md.add_argument("--trajectory", help="extxyz trajectory to write (replaced if it exists)")
+    md.add_argument(
+        "--trajectory",
+        help="extxyz trajectory to write (replaced if it exists); frames at checked steps "
+        "carry the per-atom equivariance error of the forces, equivariance_error_forces (eV/A)",
+    )
     md.add_argument(
         "--trajectory-every",
         type=_POSITIVE_INT,
@@ -425,6 +464,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     diag.add_argument("--model", help=MODEL_HELP)
     _spectrum_options(diag)
+    diag.add_argument(
+        "--auc-threshold",
+        type=_NON_NEGATIVE,
+        default=0.1,
+        help="with force labels: the per-atom error (eV/A) above which an atom counts as "
+        "wrong for the ROC-AUC of A against |F - F_ref| (default 0.1)",
+    )
     diag.add_argument("--json", help="write the result as JSON")
     diag.add_argument("--plot", help="write the spectra as a figure")
 
@@ -567,6 +613,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     plot.add_argument("log", help="CSV log written by symmd md / Monitor")
     plot.add_argument("-o", "--output", required=True, help="figure file (png, pdf, ...)")
+
+    select = _command(
+        sub,
+        _select,
+        "select",
+        help="pick frames by their per-atom equivariance error (candidates for labelling)",
+        description="Write the frames of a trajectory whose largest per-atom equivariance "
+        "error of the forces lies in [LO, HI) (DP-GEN trust levels: the candidates for "
+        "labelling and retraining) and print how many. Frames without the array (steps "
+        "the monitor did not check) are skipped.",
+    )
+    select.add_argument("trajectory", help="extxyz trajectory written by symmd md --trajectory")
+    select.add_argument("--lo", type=_NON_NEGATIVE, required=True, help="lower level, eV/A")
+    select.add_argument(
+        "--hi", type=_POSITIVE, default=math.inf, help="upper level, eV/A (default: none)"
+    )
+    select.add_argument("-o", "--output", required=True, help="extxyz file of the selected frames")
+    select.add_argument(
+        "--array",
+        default="equivariance_error_forces",
+        help="per-atom array to select on (default equivariance_error_forces)",
+    )
 
     models = _command(
         sub,

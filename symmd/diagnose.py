@@ -113,7 +113,10 @@ class Diagnosis:
                 props[name]["residual"] = {str(k): floats(v) for k, v in entry["residual"].items()}
             if "accuracy" in entry:
                 props[name]["abs_error"] = floats(entry["abs_error"])
-                props[name]["accuracy"] = dict(entry["accuracy"])
+                props[name]["accuracy"] = {  # nan (an undefined rank statistic) -> null
+                    k: None if isinstance(v, float) and np.isnan(v) else v
+                    for k, v in entry["accuracy"].items()
+                }
         return {
             "quadrature": {"name": q.name, "size": len(q), "degree": q.degree},
             "max_lambda": self.max_lambda,
@@ -164,6 +167,12 @@ class Diagnosis:
                     f"  {name:<10} |error| {acc['median_abs_error']:.3e}  A "
                     f"{acc['median_equivariance_error']:.3e} {unit_of(name):<8} ratio {acc['ratio']:.3g}"
                 )
+                if "spearman" in acc:
+                    lines.append(
+                        f"  {'':<10} per atom: Spearman(A, |error|) {acc['spearman']:.3f}, ROC-AUC "
+                        f"{acc['roc_auc']:.3f} for |error| > {acc['auc_threshold']:g} {unit_of(name)} "
+                        f"({acc['n_above']} atoms)"
+                    )
         return "\n".join(lines)
 
     def plot(self, path, title: str = ""):
@@ -304,6 +313,7 @@ def diagnose(
     properties: Optional[Sequence[str]] = None,
     layers: Optional[Sequence[str]] = None,
     batch_size: Optional[int] = None,
+    auc_threshold: float = 0.1,
 ) -> Diagnosis:
     """Equivariance error and character spectrum of ``model`` on ``structures``.
 
@@ -322,6 +332,10 @@ def diagnose(
         metatrain checkpoint ``.ckpt``; :meth:`Adapter.hook_root`) whose
         outputs get a spectrum too, as ``layer:<name>``.
     batch_size: the most rotated copies per model call.
+    auc_threshold: with force labels, the error (eV/A) above which an atom
+        counts as wrong for the ROC-AUC of the per-atom A against
+        :math:`|F - F_{ref}|` (``accuracy["roc_auc"]``, beside the Spearman
+        rank correlation ``accuracy["spearman"]``; :mod:`symmd.ranking`).
     """
     adapter = load(model)
     frames = [structures] if isinstance(structures, ase.Atoms) else list(structures)
@@ -376,7 +390,8 @@ def diagnose(
     merged = {name: _merge(parts) for name, parts in entries.items()}
     for name, abs_error in model_errors(adapter, frames, properties, batch_size).items():
         merged[name]["abs_error"] = abs_error
-        merged[name]["accuracy"] = compare(abs_error, merged[name]["error_rows"])
+        threshold = auc_threshold if name == "forces" else None  # per-atom rank statistics
+        merged[name]["accuracy"] = compare(abs_error, merged[name]["error_rows"], threshold)
     return Diagnosis(q, max_lambda, merged)
 
 

@@ -13,7 +13,8 @@ so its forces and virial are those of :math:`\Pi` (the rotation is part of the
 graph).
 
 Monitoring: with ``monitor_every=N`` every N-th call also evaluates
-``rotations`` Haar-random O(3) copies in the same batch and publishes
+``rotations`` Haar-random O(3) copies (on a CPU in a forward-only call of
+their own, on an accelerator in the step's batch) and publishes
 :math:`A = \sqrt{\widehat{A^2}}` of the wrapped model's energy (per system,
 energy units) as ``symmd::equivariance_error``, and of its non-conservative
 forces (per atom) as ``symmd::force_equivariance_error`` when it has them,
@@ -126,7 +127,9 @@ def export(
     symmetrize: ``"average"`` (twirl over the rule), ``"none"`` (raw
         predictions) or ``"project"``: the outputs the module can reach are
         projected (non-conservative forces to zero net force, and zero net
-        torque for a system with no periodic direction; the symmetric part of
+        torque for a system with no periodic direction or with none that a
+        neighbour pair crosses, such as a cluster in the vacuum box that
+        i-PI and LAMMPS require; the symmetric part of
         the non-conservative stress). Conservative forces and the virial are
         computed by the engine from the raw energy and are *not* projected.
     quadrature: an int degree L (``symmd.o3.quadrature(L)``, the smallest

@@ -2,7 +2,8 @@ r"""Equivariance error and physical sanity during MD: the monitor observes.
 
 At every ``every``-th force evaluation of its :class:`~symmd.SymmetryCalculator`
 (starting with the first) the monitor draws ``m = rotations`` Haar-random
-O(3) elements :math:`g_j` and evaluates them in one batched call. With
+O(3) elements :math:`g_j`, which the calculator evaluates in the step's own
+batched model call (:meth:`Monitor.draws`, then :meth:`Monitor.check`). With
 :math:`z_j` the back-transformed responses, the sample variance
 
 .. math:: \widehat{A^2} = \frac{1}{m - 1} \sum_j \|z_j - \bar z\|^2
@@ -17,16 +18,26 @@ rule's own spread is exact only for responses band-limited to half its
 degree). The force metric is the RMS over atoms,
 :math:`A_F = (\frac1N \sum_i A_i^2)^{1/2}`, also relative to the RMS force.
 
+The largest per-atom value, ``a_forces_max`` (eV/A), is also an uncertainty
+of the model, judged in every mode against an absolute ``threshold`` or DP-GEN
+style trust levels ``trust=(lo, hi)``: candidates in ``[lo, hi)`` are logged,
+``hi`` and above flags (:mod:`symmd.uncertainty` chooses the levels).
+
 Every step (no model call) it also checks the physics: non-finite values, the
 shortest interatomic distance against ``min_distance_factor`` times the sum of
 covalent radii (collapse), the largest force, a temperature jump, and, with
-``ensemble="nve"``, the drift of the total energy. Thresholds that are not
+``ensemble="nve"``, the drift of the total energy; and the momentum,
+angular momentum, net force and net torque that direct forces break
+(:mod:`symmd.conservation`). Thresholds that are not
 given are taken relative to the run's own baseline, the median over the first
 ``baseline`` checks.
 
-A part reports, its owner acts: :meth:`Monitor.check` logs what it saw and
-returns an :class:`Observation` (estimates, flags, the reaction it asks
-for); the calculator applies it (result keys, mode switches, stopping).
+A part reports, its owner acts: before evaluating a step the calculator asks
+:meth:`Monitor.draws` which rotations the step's check wants (a
+:class:`Draws`, or ``None``), evaluates them with the step, and hands them
+back to :meth:`Monitor.check`, which logs what it saw and returns an
+:class:`Observation` (estimates, flags, the reaction it asks for); the
+calculator applies it (result keys, mode switches, stopping).
 The monitor's own side effects are its log, its ``history``/``events``,
 the warnings of ``action="warn"``, calling a callable action, and writing
 the last good frame when it asks to stop.
@@ -47,16 +58,20 @@ import torch
 from ase import units
 from ase.data import covalent_radii
 
+from . import conservation
 from ._kwargs import check_keywords
+from .conservation import METRICS as CONSERVATION_METRICS
 from .metrics import sample_error
-from .o3 import random_o3
+from .o3 import Quadrature, random_o3
+from .uncertainty import PER_ATOM_METRICS, check_limit, check_trust, classify
 
-__all__ = ["LOG_FIELDS", "InstabilityWarning", "Monitor", "Observation"]
+__all__ = ["LOG_FIELDS", "Draws", "InstabilityWarning", "Monitor", "Observation"]
 
 LOG_FIELDS = [
     "step", "time_fs", "mode", "epot", "ekin", "etot", "temperature", "max_force",
     "min_distance", "a2_energy", "a2_energy_se", "a2_forces", "a2_forces_se",
-    "a_forces_rms", "a_forces_max", "rel_forces", "a2_stress", "a2_stress_se", "flags",
+    "a_forces_rms", "a_forces_max", "rel_forces", "a2_stress", "a2_stress_se",
+    *CONSERVATION_METRICS, "flags", "candidates",
 ]  # fmt: skip
 #: flags that measure the symmetry itself (averaging cures them)
 EQUIVARIANCE_FLAGS = ("rel_forces", "a_forces_rms", "energy", "stress")
@@ -92,6 +107,22 @@ class Observation:
         return bool(self.flags)
 
 
+@dataclasses.dataclass
+class Draws:
+    """The Haar-random rotations one check wants, and their responses.
+
+    ``step``: the force evaluation checked; ``rotations``: ``m`` Haar-random
+    O(3) elements (:func:`symmd.o3.random_o3`); ``responses``: the model's
+    responses to them (a :class:`~symmd.models.Responses`, ``[m, ...]`` per
+    property, rotated frame), filled in by whoever evaluates them (the
+    calculator, in the step's own batch); ``None`` until then.
+    """
+
+    step: int
+    rotations: Quadrature
+    responses: Any = None
+
+
 def _free_name(path: str) -> str:
     """``path`` if it does not exist, else ``stem.1.ext``, ``stem.2.ext``, ..."""
     if not os.path.exists(path):
@@ -116,9 +147,20 @@ class Monitor:
     threshold: ``None`` (relative to the run's baseline: ``baseline_factor``
         times the baseline median relative force error), a float (relative
         force error :math:`A_F/F_{rms}`), or a dict with any of the keys
-        ``rel_forces``, ``a_forces_rms`` (eV/A), ``energy`` (eV), ``stress``
-        (eV/A^3), ``max_force`` (eV/A), ``min_distance_factor``,
-        ``temperature_factor``, ``energy_drift`` (eV/atom).
+        ``rel_forces``, ``a_forces_rms`` (eV/A), ``a_forces_max`` (the
+        largest per-atom A of the forces, eV/A, absolute), ``energy`` (eV),
+        ``stress`` (eV/A^3), ``max_force`` (eV/A), ``min_distance_factor``,
+        ``temperature_factor``, ``energy_drift`` (eV/atom), ``momentum``,
+        ``angular_momentum`` (thermal units), ``net_force`` (eV/A),
+        ``net_torque`` (eV) (see :mod:`symmd.conservation`). A value flags
+        when it exceeds its limit (``>``).
+    trust: trust levels ``(lo, hi)`` in eV/A of ``a_forces_max`` (or a dict
+        ``{"a_forces_max": (lo, hi)}``, or :func:`symmd.uncertainty.trust_levels`'
+        result), in the DP-GEN sense: a check with ``lo <= value < hi`` is a
+        candidate for labelling (``monitor.candidates``, the ``candidates``
+        log column; no action), ``value >= hi`` flags and applies the action.
+        Per-atom flags and levels apply in every mode, ``"average"`` included:
+        they judge the model, which averaging does not change.
     action: ``"warn"``, ``"raise"`` (the calculator raises
         :class:`~symmd.InstabilityError`), ``"symmetrize"`` (the calculator
         switches to ``"average"``) or a callable ``action(monitor, event)``.
@@ -127,7 +169,9 @@ class Monitor:
         averaging (a collision is not cured by symmetry).
     log: CSV path (one row per check or flag, flushed) or None.
     seed: seeds the rotations (default: the calculator's seed).
-    ensemble: ``"nve"`` turns on the energy-drift check.
+    ensemble: ``"nve"`` turns on the energy-drift check and holds momentum
+        and angular momentum to conservation (a thermostat exchanges them
+        with its bath: looser limits).
     timestep: MD time step in fs, for the ``time_fs`` column.
     last_good: path where the last frame that passed every check is written
         (extxyz) when the monitor asks to stop; default
@@ -156,6 +200,7 @@ class Monitor:
         back_off: bool = False,
         patience: int = 5,
         overwrite: bool = False,
+        trust: Any = None,
         **kwargs: Any,
     ):
         check_keywords(kwargs, Monitor.__init__, "Monitor")
@@ -183,6 +228,14 @@ class Monitor:
             if isinstance(threshold, (int, float))
             else dict(threshold or {})
         )
+        self.trust = check_trust(trust)
+        for metric in PER_ATOM_METRICS:
+            if metric in self.thresholds:
+                self.thresholds[metric] = check_limit(metric, self.thresholds[metric])
+                if metric in self.trust:
+                    raise ValueError(
+                        f"give {metric} either as threshold[{metric!r}] or in trust=(lo, hi), not both"
+                    )
         self.thresholds.setdefault("min_distance_factor", 0.6)
         self.thresholds.setdefault("temperature_factor", 3.0)
         self.thresholds.setdefault("energy_drift", 0.05)
@@ -194,6 +247,9 @@ class Monitor:
         self._last_good_given = None if last_good is None else os.fspath(last_good)
         self.history: list[dict] = []
         self.events: list[dict] = []
+        #: checks with a per-atom metric in ``[lo, hi)`` of ``trust``: dicts
+        #: ``{"step", "metric", "value", "lo", "hi"}``
+        self.candidates: list[dict] = []
         self.last_good = None
         self._rng = np.random.default_rng(seed)
         self._attached = False
@@ -201,6 +257,7 @@ class Monitor:
             k: [] for k in ("rel_forces", "max_force", "temperature", "etot")
         }
         self._calm = 0
+        self._conservation = conservation.ConservationCheck(self.thresholds, ensemble)
 
     @property
     def last_good_path(self) -> Optional[str]:
@@ -240,13 +297,31 @@ class Monitor:
         self._calm = 0
 
     # -- measurements -----------------------------------------------------
-    def estimate(self, calc, atoms, props) -> tuple[dict, dict]:
+    def draws(self, calc) -> Optional[Draws]:
+        """The rotations the check of ``calc``'s current force evaluation
+        wants (``calc.n_calls``, counted from 1), or ``None`` when this
+        evaluation is not checked. Called by the calculator before it
+        evaluates the step, so that the draws join the step's own batched
+        model call; it then passes them, with their ``responses``, to
+        :meth:`check`. Draws from the monitor's seeded generator; changes
+        nothing of ``calc``."""
+        step = calc.n_calls - 1
+        if self.every > 0 and step % self.every == 0:
+            return Draws(step, random_o3(self.rotations, self._rng))
+        return None
+
+    def estimate(self, calc, atoms, props, draws: Optional[Draws] = None) -> tuple[dict, dict]:
         """Unbiased squared equivariance errors with standard errors (the log
         row) and the per-quantity errors :math:`A` (for ``calc.results``),
-        from ``rotations`` Haar draws evaluated through ``calc.evaluate``."""
-        q = random_o3(self.rotations, self._rng)
+        from ``rotations`` Haar draws: those of ``draws`` when they were
+        evaluated (:meth:`draws`), otherwise new ones evaluated through
+        ``calc.evaluate`` (one more batched call)."""
         keys = [p for p in ("energy", "forces", "stress") if p in props]
-        out = calc.evaluate(atoms, q, keys)
+        if draws is not None and draws.responses is not None:
+            q, out = draws.rotations, draws.responses
+        else:
+            q = random_o3(self.rotations, self._rng)
+            out = calc.evaluate(atoms, q, keys)
         row: dict = {}
         errors: dict = {}
         for key in keys:
@@ -294,11 +369,19 @@ class Monitor:
         return row
 
     # -- the check -------------------------------------------------------
-    def check(self, calc, atoms, props) -> Observation:
+    def check(self, calc, atoms, props, draws: Optional[Draws] = None) -> Observation:
         """Observe one evaluation of ``calc`` (its ``results``, ``mode``,
         ``symmetrize`` and ``n_calls``) on ``atoms``; log it and return an
-        :class:`Observation`. Nothing of the calculator is changed here."""
+        :class:`Observation`. ``draws``: what :meth:`draws` gave for this
+        evaluation, with the responses the calculator computed (``None``:
+        the check evaluates its own). Nothing of the calculator is changed
+        here."""
         step = calc.n_calls - 1
+        if draws is not None and draws.step != step:
+            raise ValueError(
+                f"draws were made for step {draws.step}, not for the step checked ({step}); "
+                "ask Monitor.draws(calc) after counting the evaluation"
+            )
         results = calc.results
         row: dict = {
             "step": step,
@@ -314,16 +397,21 @@ class Monitor:
         if finite:
             row.update(self._physics(results, atoms))
             flags += self._sanity_flags(row, len(atoms))
+            direct = bool(getattr(calc.model, "non_conservative", False))
+            conserved, broken = self._conservation.observe(atoms, results["forces"], direct)
+            row.update(conserved)
+            flags += broken
         measured = finite and self.every > 0 and step % self.every == 0
         errors: dict = {}
         if measured:
-            estimate, errors = self.estimate(calc, atoms, props)
+            estimate, errors = self.estimate(calc, atoms, props, draws)
             row.update(estimate)
             f_rms = float(np.sqrt(np.mean(np.sum(results["forces"] ** 2, axis=1))))
             row["a_forces_rms"] = math.sqrt(max(row["a2_forces"], 0.0))
             row["rel_forces"] = row["a_forces_rms"] / f_rms if f_rms > 0 else 0.0
             if calc.mode != "average":  # the averaged forces are equivariant: nothing to flag
                 flags += self._error_flags(row)
+            flags += self._per_atom_flags(row)
             self._update_baseline(row)
         row.pop("_min_ratio", None)
         row["flags"] = ";".join(name for name, _, _ in flags)
@@ -389,6 +477,29 @@ class Monitor:
                     flags.append((key, value, self.thresholds[key]))
         return flags
 
+    def _per_atom_flags(self, row: dict) -> list:
+        """Absolute per-atom limits (``threshold``: flag above) and trust levels
+        (a candidate in ``[lo, hi)``, a flag at or above ``hi``)."""
+        flags, candidates = [], []
+        for metric in PER_ATOM_METRICS:
+            if metric not in row:
+                continue
+            value = row[metric]
+            if metric in self.thresholds and value > self.thresholds[metric]:
+                flags.append((metric, value, self.thresholds[metric]))
+            if metric in self.trust:
+                lo, hi = self.trust[metric]
+                level = classify(value, lo, hi)
+                if level == "flag":
+                    flags.append((metric, value, hi))
+                elif level == "candidate":
+                    candidates.append(metric)
+                    self.candidates.append(
+                        {"step": row["step"], "metric": metric, "value": value, "lo": lo, "hi": hi}
+                    )
+        row["candidates"] = ";".join(candidates)
+        return flags
+
     def _update_baseline(self, row: dict) -> None:
         if len(self._window["rel_forces"]) < self.baseline:
             for key in self._window:
@@ -403,6 +514,8 @@ class Monitor:
                 f"min_distance = {value:.4g} A is a collision: {limit:.4f} x the sum of covalent "
                 f"radii, below the limit {factor:g}"
             )
+        elif name in CONSERVATION_METRICS:
+            what = conservation.reason(name, value, limit)
         elif name == "non_finite":
             what = "non-finite positions, energy, forces or stress"
         else:

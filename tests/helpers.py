@@ -77,3 +77,34 @@ def tiny_pet(seed=0, cutoff=4.0):
     )
     torch.manual_seed(seed)
     return PET(hypers, info)
+
+
+#: what running Python and the test tools creates in a checkout (not litter)
+CACHE_PARTS = ("__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".egg-info")
+
+
+def checkout_files(root):
+    """The files of the checkout at ``root`` that git does not track, as git
+    status lines (``?? path`` untracked, ``!! path`` ignored; an ignored
+    directory is one entry), without Python and tool caches; ``None`` when
+    ``root`` is not a git checkout or git is missing. (Edits of tracked files
+    are left out: a developer may edit while the tests run.)"""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored=matching", "--untracked-files=all"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return {
+        line
+        for line in done.stdout.splitlines()
+        if line[:2] in ("??", "!!") and not any(part in line for part in CACHE_PARTS)
+    }

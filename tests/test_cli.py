@@ -109,10 +109,12 @@ def test_diagnose_command_json(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_md_with_an_automatic_quadrature_reports_its_choice(capsys):
+def test_md_with_an_automatic_quadrature_reports_its_choice(tmp_path, capsys):
     code = main(
         [
             "md",
+            "--log",
+            str(tmp_path / "auto.csv"),
             "--steps",
             "3",
             "--symmetrize",
@@ -494,3 +496,35 @@ def test_training_with_an_empty_structure_file_is_one_line(tmp_path, capsys):
     assert main(["training", str(tmp_path), "--structures", str(empty)]) == 2
     err = capsys.readouterr().err
     assert err == f"symmd training: error: structure file {str(empty)!r} is empty\n"
+
+
+def test_md_with_direct_forces_stops_raw_and_runs_projected(tmp_path, capsys):
+    """--non-conservative on a model with direct outputs: raw, the monitor
+    stops at the first step on the net force (and says the CLI fix); with
+    --symmetrize project the run completes and logs the conservation columns."""
+    import ase.io
+    from helpers import cu_cluster
+    from toy_models import morse_direct
+
+    model, structure = tmp_path / "direct.pt", tmp_path / "cluster.xyz"
+    morse_direct().save(str(model))
+    ase.io.write(structure, cu_cluster(19))
+    common = ["md", str(structure), "--model", str(model), "--non-conservative", "--quiet"]
+    common += ["--ensemble", "nve", "--timestep", "1", "--monitor-every", "5"]
+    assert main([*common, "--steps", "10", "--log", str(tmp_path / "raw.csv")]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("symmd md: stopped: step 0: net_force = ")
+    assert "; --symmetrize project removes it (also: net_torque)" in err
+    log = tmp_path / "project.csv"
+    assert main([*common, "--steps", "10", "--symmetrize", "project", "--log", str(log)]) == 0
+    rows = list(csv.DictReader(open(log)))
+    assert [int(r["step"]) for r in rows] == [0, 5, 10] and not any(r["flags"] for r in rows)
+    assert all(float(r["net_force"]) < 1e-12 and float(r["momentum"]) < 1e-9 for r in rows)
+    assert all(float(r["net_torque"]) < 1e-12 and float(r["angular_momentum"]) < 1e-9 for r in rows)
+    assert main(["md", "--non-conservative", "--steps", "1", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "symmd md: error: non_conservative=True but the model has no "
+        "'non_conservative_force(s)' output; its outputs are ['energy', 'feature', 'features', "
+        "'mtt::aux::cutoff_stats', 'mtt::aux::energy_last_layer_features']; "
+        "drop --non-conservative"
+    )

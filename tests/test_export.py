@@ -178,6 +178,34 @@ def test_project_and_none(tmp_path, name):
         np.testing.assert_allclose(stress, 0.5 * (raw_stress + raw_stress.T), rtol=0, atol=1e-12)
 
 
+def test_direct_outputs_answer_to_the_ipi_and_metatomic_names(tmp_path):
+    """i-PI's driver asks for ``non_conservative_forces``, metatomic for
+    ``non_conservative_force``: the exported model serves both, projected."""
+    from toy_models import morse_direct
+
+    path, atoms = tmp_path / "project.pt", cu_cluster(19)
+    symmd.export(morse_direct(), path, symmetrize="project")
+    assert {"non_conservative_force", "non_conservative_forces", "non_conservative_stress"} <= set(
+        load_atomistic_model(str(path)).capabilities().outputs
+    )
+    calc = metatomic_ase.MetatomicCalculator(path)
+    values = {}
+    for name in ("non_conservative_forces", "non_conservative_force"):
+        out = calc.run_model(atoms, {name: ModelOutput(sample_kind="atom")})
+        values[name] = out[name].block().values[:, :, 0].numpy()
+    forces = values["non_conservative_force"]
+    np.testing.assert_array_equal(values["non_conservative_forces"], forces)
+    assert np.abs(forces.sum(0)).max() < 1e-13
+    assert np.abs(np.cross(atoms.positions - atoms.positions.mean(0), forces).sum(0)).max() < 1e-13
+    # in a periodic vacuum box (as i-PI and LAMMPS require) no pair crosses the
+    # boundary: the cluster is isolated and its torque is removed too
+    atoms.center(vacuum=6.0)
+    atoms.pbc = True
+    out = calc.run_model(atoms, {"non_conservative_force": ModelOutput(sample_kind="atom")})
+    boxed = out["non_conservative_force"].block().values[:, :, 0].numpy()
+    np.testing.assert_allclose(boxed, forces, rtol=0, atol=1e-13)
+
+
 def test_capabilities_are_the_wrapped_models(tmp_path):
     path = tmp_path / "pet.pt"
     symmd.export(PET, path, quadrature=2, monitor_every=5, uncertainty=True)
@@ -375,3 +403,41 @@ def test_copies_against_metatomic_grids():
     assert [len(o3.quadrature(L)) for L in (2, 3, 5)] == [24, 48, 120]
     assert [metatomic_copies(L) for L in (2, 3, 5)] == [36, 48, 168]
     assert [metatomic_copies(2 * L + 1) for L in (2, 3, 5)] == [168, 416, 1200]
+
+
+@pytest.mark.slow
+def test_monitor_draws_apart_or_joined_give_the_same_estimates(tmp_path):
+    # on a CPU the draws run in a forward-only call of their own; joined to the
+    # step's batch (as on an accelerator) they are the same draws and give the
+    # same estimates, and apart they leave the step's own outputs untouched
+    path, plain = tmp_path / "monitored.pt", tmp_path / "plain.pt"
+    model, atoms = direct_toy(), cual_cell()
+    symmd.export(model, path, quadrature=2, monitor_every=2, seed=3)
+    symmd.export(model, plain, quadrature=2, seed=3)
+    request = {
+        "energy": ModelOutput(sample_kind="system"),
+        "non_conservative_force": ModelOutput(sample_kind="atom"),
+        "symmd::equivariance_error": ModelOutput(sample_kind="system"),
+        "symmd::force_equivariance_error": ModelOutput(sample_kind="atom"),
+    }
+    runs = {}
+    for join in ("auto", "join", "apart", None):
+        loaded = load_atomistic_model(str(plain if join is None else path))
+        if join is not None:
+            loaded.module.join_draws = join
+        calc = metatomic_ase.MetatomicCalculator(loaded)
+        wanted = {k: v for k, v in request.items() if join is not None or "symmd" not in k}
+        runs[join] = [
+            {k: v.block().values.numpy().copy() for k, v in calc.run_model(frame, wanted).items()}
+            for frame in (atoms, rotated_copy(atoms, random_rotations(1)[0]), atoms)
+        ]
+    for call in range(3):
+        for key in request:
+            np.testing.assert_allclose(
+                runs["join"][call][key], runs["apart"][call][key], rtol=1e-10, atol=1e-14
+            )
+            assert np.array_equal(runs["auto"][call][key], runs["apart"][call][key])
+            if "symmd" not in key:  # bitwise the unmonitored model's
+                assert np.array_equal(runs["apart"][call][key], runs[None][call][key])
+    errors = [run["symmd::equivariance_error"][0, 0] for run in runs["apart"]]
+    assert errors[0] > 0 and errors[1] == errors[0] and errors[2] != errors[0]  # held, redrawn

@@ -171,3 +171,58 @@ def test_lora_finetuned_model_in_ipi(tmp_path, pet_checkpoint):
     run_ipi(tmp_path / "ipi", model, 3)
     potential = np.loadtxt(tmp_path / "ipi" / "sim.out", ndmin=2)[0, 2]
     assert potential == pytest.approx(eager, rel=1e-5, abs=1e-5)
+
+
+def test_mts_with_projected_direct_forces_and_a_conservative_correction(tmp_path):
+    """i-PI's multiple time stepping with two symmd-exported models, each served
+    by its own metatomic driver: projected direct forces in the 4 inner steps
+    (1 fs), the conservative correction in the outer step (4 fs). A cluster
+    in the vacuum box i-PI requires: the exported projection removes the net
+    force and the torque (no neighbour pair crosses the box), so momentum and
+    angular momentum are conserved to the output's precision; the outer
+    correction keeps the conserved quantity of the conservative energy, where
+    the same projected direct forces alone heat the cluster."""
+    import pathlib
+
+    from ase import units
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.verlet import VelocityVerlet
+    from helpers import cu_cluster
+    from toy_models import morse_direct
+
+    from symmd.conservation import rigid_body
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
+    import ipi_mts
+
+    direct, conservative = tmp_path / "direct.pt", tmp_path / "conservative.pt"
+    symmd.export(morse_direct(), direct, symmetrize="project")
+    symmd.export(morse_direct(), conservative, symmetrize="none")
+    atoms = cu_cluster(38)
+    atoms.center(vacuum=8.0)
+    atoms.pbc = True
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    steps = 50
+    out = ipi_mts.run_mts(
+        tmp_path / "mts", atoms, direct, conservative, steps=steps, outer_fs=4.0, inner=4
+    )
+    assert len(out["conserved"]) == steps + 1
+    masses = atoms.get_masses()
+    states = [rigid_body(r, p, masses) for r, p in zip(out["positions"], out["momenta"])]
+    thermal = np.sqrt(masses.sum() * units.kB * 300)
+    np.testing.assert_allclose(states[0]["P"], atoms.get_momenta().sum(0), atol=1e-6)
+    assert max(np.abs(s["P"] - states[0]["P"]).max() for s in states) < 1e-6 * thermal
+    assert max(np.abs(s["L"] - states[0]["L"]).max() for s in states) < 1e-5
+    mts_drift = np.abs(out["conserved"] - out["conserved"][0]).max() / len(atoms)
+
+    # the same 200 fs with the projected direct forces alone (ASE, 1 fs)
+    alone = atoms.copy()
+    alone.calc = symmd.SymmetryCalculator(
+        morse_direct(), symmetrize="project", non_conservative=True
+    )
+    totals = []
+    dyn = VelocityVerlet(alone, units.fs)
+    dyn.attach(lambda: totals.append(alone.get_total_energy()), interval=1)
+    dyn.run(4 * steps)
+    direct_drift = np.abs(np.array(totals) - totals[0]).max() / len(atoms)
+    assert mts_drift < 1e-4 < direct_drift / 10, (mts_drift, direct_drift)

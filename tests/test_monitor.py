@@ -242,3 +242,63 @@ def test_monitor_argument_errors():
         match=re.escape("action must be 'warn', 'raise', 'symmetrize' or a callable, got 'stop'"),
     ):
         Monitor(action="stop")
+
+
+class _Counted:
+    """A callable model that counts its batched calls and the copies in each."""
+
+    def __init__(self):
+        self.copies: list[int] = []
+
+    def __call__(self, positions, types, cell, pbc, system_index):
+        self.copies.append(int(cell.shape[0]))
+        return lab_frame_callable(positions, types, cell, pbc, system_index)
+
+
+@pytest.mark.parametrize("mode", ["none", "average"])
+def test_checked_steps_evaluate_the_draws_in_the_step_batch(mode):
+    model = _Counted()
+    monitor = Monitor(every=2, rotations=3, seed=5)
+    calc = SymmetryCalculator(model, symmetrize=mode, quadrature=2, monitor=monitor)
+    plain = SymmetryCalculator(lab_frame_callable, symmetrize=mode, quadrature=2)
+    atoms = cu_cluster(6)
+    own = len(calc.quadrature) if mode == "average" else 1
+    rng = np.random.default_rng(5)  # the monitor's generator: its draws, in order
+    for step in range(4):
+        atoms.positions[step] += 0.05
+        calc.calculate(atoms.copy(), ["forces"])
+        # one model call per step; checked steps (0, 2) carry the 3 draws in it
+        assert model.copies[-1] == own + (3 if step % 2 == 0 else 0)
+        plain.calculate(atoms.copy(), ["forces"])
+        for key in ("energy", "forces"):  # the step's own result is unchanged
+            np.testing.assert_allclose(calc.results[key], plain.results[key], rtol=0, atol=1e-12)
+        if step % 2:
+            continue
+        q = random_o3(3, rng)
+        out = models.evaluate_rotated(models.load(lab_frame_callable), atoms, q, ["forces"])
+        a2, _ = sample_error(out["forces"], q, "vector")
+        row = monitor.history[-1]
+        assert row["step"] == step
+        assert row["a2_forces"] == pytest.approx(float(a2.mean()), rel=1e-10)
+    assert len(model.copies) == 4
+
+
+def test_monitor_refuses_draws_of_another_step():
+    monitor = Monitor(every=1, seed=0)
+    calc = SymmetryCalculator(lab_frame_callable, monitor=monitor)
+    atoms = cu_cluster(6)
+    atoms.calc = calc
+    atoms.get_forces()
+    draws = monitor.draws(calc)  # made for step 0, which was already checked
+    calc.n_calls += 1
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "draws were made for step 0, not for the step checked (1); ask "
+            "Monitor.draws(calc) after counting the evaluation"
+        ),
+    ):
+        monitor.check(calc, atoms, ("energy", "forces"), draws)
+    # without draws the check evaluates its own, in one more call
+    obs = monitor.check(calc, atoms, ("energy", "forces"))
+    assert obs.row["step"] == 1 and obs.row["a2_forces"] > 0

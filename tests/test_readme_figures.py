@@ -134,3 +134,165 @@ def test_auto_quadrature_picks_are_those_of_the_benchmark():
     assert chosen[1e-5]["chosen"] == deg_5 and n_5 == len(o3.quadrature(deg_5))
     # each the smallest that is enough against the degree-11 reference
     assert all(r["chosen"] == r["needed"] for r in data["recommendations"])
+
+
+def test_direct_force_limits_and_the_mts_input_are_the_codes():
+    import sys
+
+    from ase import units
+
+    from symmd import conservation
+
+    nve, thermostat, rate = quoted(
+        r"limit (\d+) in NVE, (\d+) with a thermostat.*?into rigid motion within (\d+) ps"
+    )
+    assert float(nve) == conservation.NVE_LIMIT
+    assert float(thermostat) == conservation.THERMOSTAT_LIMIT
+    assert float(rate) * 1000 * units.fs == conservation.RATE_TIME
+    # the README's MTS input has the forces and levels that tests/test_ipi.py runs
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ipi_mts
+
+    (xml,) = quoted(r"### Multiple time stepping.*?```xml\n(.*?)```")
+    for line in re.findall(r"<force forcefield=.*?</force>|<fixcom>.*?</fixcom>", ipi_mts.INPUT):
+        assert line in xml, line
+    inner, outer = quoted(r"makes (\d+) inner steps\s+of 1 fs per outer step of (\d+) fs")
+    assert f"<nmts>[1, {inner}]</nmts>" in xml and f">{float(outer)}</timestep>" in xml
+    assert (int(inner), float(outer)) == (4, 4.0)  # the scheme tests/test_ipi.py runs
+
+
+UNCERTAINTY_LABELS = {
+    "A, 2 draws (the monitor)": "A (2 draws)",
+    "A, degree-7 rule": "A (degree 7)",
+    "LLPR (16 members)": "LLPR",
+    "ensemble (4 PETs)": "ensemble",
+}
+
+
+def test_uncertainty_tables_are_those_of_the_benchmark():
+    data = json.loads((ROOT / "benchmarks/results/uncertainty.json").read_text())
+    names = "|".join(re.escape(label) for label in UNCERTAINTY_LABELS)
+    rows = re.findall(
+        rf"^\| ({names}) \| ([^|]+) \| ([^|]+) \| ([^|]+) \| ([^|]+) \| ([\d.]+)x \| ([^|]+) \|$",
+        README,
+        flags=re.M,
+    )
+    assert [r[0] for r in rows] == list(UNCERTAINTY_LABELS)
+    stats = [("atom", "spearman"), ("atom", "roc_auc"), ("frame", "spearman"), ("frame", "roc_auc")]
+    for label, *cols, ratio, setup in rows:
+        key = UNCERTAINTY_LABELS[label]
+        for col, (level, stat) in zip(cols, stats):
+            quoted_values = [None if v == "n/a" else float(v) for v in col.split(" / ")]
+            expected = [
+                data["accuracy"][s][key][level][stat] for s in ("held-out EMT", "hot MD", "all")
+            ]
+            for got, want in zip(quoted_values, expected):
+                assert (got is None and np.isnan(want)) or got == pytest.approx(want, abs=0.0051)
+        assert float(ratio) == pytest.approx(data["cost"][key]["ratio"], abs=0.051)
+        minutes = data["setup_s"][key] / 60
+        assert setup == "none" if minutes == 0 else float(setup.split()[0]) == round(minutes)
+    warning = data["warning"]
+    found = re.findall(
+        rf"^\| ({names}), ([\d.]+) x held-out max \| ([\d.e-]+) \| (\d+) \((\d+)-(\d+)\) \| "
+        r"(\d+) of (\d+) \| (\d+) of (\d+) \|$",
+        README,
+        flags=re.M,
+    )
+    table = {(r["signal"], r["margin"]): r for r in warning["rows"]}
+    assert len(found) == len(warning["rows"]) - 1  # and the physical check's row
+    for label, margin, level, median, low, high, flagged, runs, alarms, stable in found:
+        row = table[(UNCERTAINTY_LABELS[label], float(margin))]
+        assert float(level) == pytest.approx(row["level"], rel=0.005)
+        assert (int(median), int(low), int(high)) == (
+            round(row["median_lead"]),
+            min(row["leads"]),
+            max(row["leads"]),
+        )
+        assert (int(flagged), int(runs)) == (row["flagged_before_overlap"], len(row["leads"]))
+        assert (int(alarms), int(stable)) == (row["false_alarm_runs"], warning["stable_runs"])
+    physical = warning["rows"][-1]
+    median, low, high, alarms = quoted(
+        r"\| min distance < 0\.6 x covalent[^|]*\| n/a \| (\d+) \((\d+)-(\d+)\) \| \d+ of \d+ \| "
+        r"(\d+) of \d+ \|"
+    )
+    assert (int(median), int(low), int(high)) == (
+        round(physical["median_lead"]),
+        min(physical["leads"]),
+        max(physical["leads"]),
+    )
+    assert int(alarms) == physical["false_alarm_runs"]
+
+
+def test_uncertainty_prose_is_that_of_the_benchmark():
+    data = json.loads((ROOT / "benchmarks/results/uncertainty.json").read_text())
+    acc, sets = data["accuracy"], data["sets"]
+    held_frames, held_atoms, hot_frames, hot_atoms = quoted(
+        r"truth: (\d+) held-out EMT frames \((\d+) atoms\) and (\d+) frames\s+of Langevin MD of "
+        r"the shipped PET \((\d+) atoms\)"
+    )
+    assert (int(held_frames), int(held_atoms)) == (
+        sets["held-out EMT"]["frames"],
+        sets["held-out EMT"]["atoms"],
+    )
+    assert (int(hot_frames), int(hot_atoms)) == (sets["hot MD"]["frames"], sets["hot MD"]["atoms"])
+    (members,) = quoted(r"of its (\d+)-member last-layer ensemble")
+    assert int(members) == data["llpr_members"]
+    low, high = quoted(r"well\s+\(Spearman ([\d.]+)-([\d.]+)\)")
+    held = [acc["held-out EMT"][k]["atom"]["spearman"] for k in UNCERTAINTY_LABELS.values()]
+    assert (float(low), float(high)) == pytest.approx((min(held), max(held)), abs=0.0051)
+    rho, auc = quoted(r"as LLPR and the committee \(Spearman ([\d.]+), ROC-AUC ([\d.]+)\)")
+    exact = acc["hot MD"]["A (degree 7)"]["atom"]
+    assert (float(rho), float(auc)) == pytest.approx(
+        (exact["spearman"], exact["roc_auc"]), abs=0.0051
+    )
+    rho_atom, rho_frame = quoted(
+        r"noisier per atom \(Spearman ([\d.]+) on hot\s+MD\).*?\(Spearman ([\d.]+) per frame\)"
+    )
+    two = acc["hot MD"]["A (2 draws)"]
+    assert float(rho_atom) == pytest.approx(two["atom"]["spearman"], abs=0.0051)
+    assert float(rho_frame) == pytest.approx(two["frame"]["spearman"], abs=0.0051)
+    assert np.sqrt(2 / 3) == pytest.approx(0.8, abs=0.05)  # chi-square, 3 dof: sqrt(2/3)
+    ratios = quoted(
+        r"median error is\s+([\d.]+)x the 2-draw A and ([\d.]+)x the exact A, but ([\d.]+)x the "
+        r"LLPR value and\s+([\d.]+)x the committee's deviation"
+    )
+    for quoted_ratio, key in zip(ratios, ("A (2 draws)", "A (degree 7)", "LLPR", "ensemble")):
+        digits = len(quoted_ratio.partition(".")[2])
+        want = data["calibration"][key]["ratio"]
+        assert float(quoted_ratio) == pytest.approx(want, abs=0.51 * 10**-digits)
+    check, per_step, llpr, committee = quoted(
+        r"a check costs ([\d.]+)x a plain step \(two extra copies in one\s+batch; every 10 steps, "
+        r"(\d+) % per step\), LLPR ([\d.]+)x \(\d+ backward\s+passes\), the committee ([\d.]+)x"
+    )
+    cost = data["cost"]
+    assert float(check) == pytest.approx(cost["A (2 draws)"]["ratio"], abs=0.051)
+    assert int(per_step) == round(100 * (cost["A (2 draws)"]["ratio"] - 1) / 10)
+    assert float(llpr) == pytest.approx(cost["LLPR"]["ratio"], abs=0.051)
+    assert float(committee) == pytest.approx(cost["ensemble"]["ratio"], abs=0.051)
+    w = data["warning"]
+    frames, every, seeds, first, last, runs, checks = quoted(
+        r"held-out data \((\d+) frames:.*?checked every (\d+) steps.*?over (\d+) seeds at 6000 K "
+        r"\(overlap after (\d+)-(\d+) steps;.*?false alarms over (\d+) stable runs\s+of 500 "
+        r"steps at 300-600 K \((\d+) checks\)"
+    )
+    assert (int(frames), int(every), int(seeds)) == (
+        w["calibration_frames"],
+        w["check_every"],
+        len(w["overlap_steps"]),
+    )
+    assert (int(first), int(last)) == (min(w["overlap_steps"]), max(w["overlap_steps"]))
+    assert (int(runs), int(checks)) == (w["stable_runs"], w["stable_checks"])
+    rows = {(r["signal"], r["margin"]): r for r in w["rows"]}
+    leads = quoted(
+        r"A with a median lead of (\d+) steps,\s+LLPR (\d+), the committee (\d+), against (\d+) "
+        r"for the distance check alone.*?falls to\s+(\d+) steps, while LLPR keeps (\d+) and the "
+        r"committee (\d+)\."
+    )
+    keys = [("A (2 draws)", 1.0), ("LLPR", 1.0), ("ensemble", 1.0), ("min_distance", None)]
+    keys += [("A (2 draws)", 2.0), ("LLPR", 2.0), ("ensemble", 2.0)]
+    assert [int(x) for x in leads] == [round(rows[k]["median_lead"]) for k in keys]
+    for key in keys[:3]:  # the goal: median lead >= 50 steps, no false alarm
+        assert rows[key]["median_lead"] >= 50 and rows[key]["false_alarm_runs"] == 0
+    early, late = quoted(r"the first flags come (\d+)-(\d+) steps into the run")
+    flags = [f for r in w["rows"] if r["margin"] == 1.0 for f in r["first_flag"]]
+    assert (int(early), int(late)) == (min(flags), max(flags))

@@ -316,3 +316,204 @@ def direct_toy() -> AtomisticModel:
         dtype="float64",
     )
     return AtomisticModel(DirectToy().eval(), ModelMetadata(), caps)
+
+
+def morse_terms(
+    v: torch.Tensor,
+    omega: torch.Tensor,
+    anisotropy: float,
+    cutoff: float = 5.0,
+    depth: float = 0.3,
+    a: float = 1.3,
+    r0: float = 2.6,
+):
+    """Per pair ``v = r_j - r_i`` ``[P, 3]``: the pair energy ``[P]``, the exact
+    Morse force on atom ``i`` ``[P, 3]`` (minus it on ``j``) and the lab-frame
+    spin term on atom ``i`` (minus it on ``j``) of :class:`MorseDirect`."""
+    r = torch.linalg.norm(v, dim=-1)
+    arg = math.pi * r / cutoff
+    fc = 0.5 * (torch.cos(arg) + 1.0) * (r < cutoff).to(v.dtype)
+    dfc = -0.5 * math.pi / cutoff * torch.sin(arg) * (r < cutoff).to(v.dtype)
+    e = torch.exp(-a * (r - r0))
+    morse = depth * ((1.0 - e) ** 2 - 1.0)
+    dmorse = 2.0 * depth * a * (1.0 - e) * e
+    pair = fc * (morse + anisotropy * v[:, 0] * v[:, 1] / (r * r))
+    along = ((dfc * morse + fc * dmorse) / r)[:, None] * v
+    spin = fc[:, None] * torch.linalg.cross(omega.to(v.dtype).expand_as(v), v)
+    return pair, along, spin
+
+
+def morse_direct_callable(
+    c=(0.02, -0.01, 0.015), omega=(0.0, 0.0, 0.01), anisotropy=0.0, conservative=False
+):
+    """:class:`MorseDirect`'s energy and direct forces as a batched torch
+    callable over all pairs of each structure (non-periodic only), for
+    ``SymmetryCalculator(..., non_conservative=True)``; the energy is detached
+    (nothing can differentiate it). ``conservative=True``: the energy alone,
+    differentiable (forces by autograd)."""
+    c_t = torch.tensor(c, dtype=torch.float64)
+    omega_t = torch.tensor(omega, dtype=torch.float64)
+
+    def model(positions, types, cell, pbc, system_index):
+        n = positions.shape[0]
+        i, j = torch.triu_indices(n, n, 1)
+        same = system_index[i] == system_index[j]
+        i, j = i[same], j[same]
+        pair, along, spin = morse_terms(positions[j] - positions[i], omega_t, anisotropy)
+        forces = torch.zeros_like(positions).index_add(0, i, along + spin)
+        forces = forces.index_add(0, j, -along - spin) + c_t.to(positions.dtype)
+        energy = torch.zeros(cell.shape[0], dtype=positions.dtype).index_add(
+            0, system_index[i], pair
+        )
+        if conservative:
+            return {"energy": energy}
+        return {"energy": energy.detach(), "forces": forces.detach()}
+
+    return model
+
+
+class MorseDirect(torch.nn.Module):
+    """Float64, TorchScript, cohesive (clusters hold together): a smoothly cut
+    Morse pair energy :math:`E = \\sum_{pairs} f_c(r) D [(1 - e^{-a (r - r_0)})^2 - 1]`
+    (plus ``anisotropy * f_c v_x v_y / r^2``, a lab-frame term that makes the
+    energy not exactly rotation invariant), and direct outputs:
+
+    - ``non_conservative_force``: the exact :math:`-\\nabla E` of the invariant
+      Morse part (analytic, no autograd) plus two lab-frame errors: a constant
+      ``c`` on every atom (net force :math:`N c`) and the pair term
+      :math:`f_c(r_{ij})\\, \\omega \\times v_{ij}` on atom ``i`` (antisymmetric
+      in the pair: no net force, but the net torque
+      :math:`-\\sum f_c\\, v \\times (\\omega \\times v)`, which spins clusters up);
+    - ``non_conservative_stress``: the exact virial stress of the Morse part
+      plus a constant, non-symmetric lab-frame ``s``.
+
+    Twirled over O(3), both errors vanish (they are linear in the rotation), so
+    the average of the direct forces is exactly the invariant Morse force.
+    """
+
+    def __init__(
+        self,
+        c: List[float],
+        omega: List[float],
+        s: List[float],
+        anisotropy: float = 0.0,
+        cutoff: float = 5.0,
+        depth: float = 0.3,
+        a: float = 1.3,
+        r0: float = 2.6,
+    ):
+        super().__init__()
+        self.cutoff = cutoff
+        self.depth = depth
+        self.a = a
+        self.r0 = r0
+        self.anisotropy = anisotropy
+        self._nl = NeighborListOptions(cutoff=cutoff, full_list=False, strict=True)
+        self.register_buffer("c", torch.tensor(c, dtype=torch.float64))
+        self.register_buffer("omega", torch.tensor(omega, dtype=torch.float64))
+        self.register_buffer("s", torch.tensor(s, dtype=torch.float64).reshape(3, 3))
+
+    @torch.jit.export  # kept in the saved file: symmd.export reads it
+    def requested_neighbor_lists(self) -> List[NeighborListOptions]:
+        return [self._nl]
+
+    def forward(
+        self,
+        systems: List[System],
+        outputs: Dict[str, ModelOutput],
+        selected_atoms: Optional[Labels] = None,
+    ) -> Dict[str, TensorMap]:
+        per_atom = "energy" in outputs and outputs["energy"].sample_kind == "atom"
+        energies: List[torch.Tensor] = []
+        forces: List[torch.Tensor] = []
+        stresses: List[torch.Tensor] = []
+        atoms: List[torch.Tensor] = []
+        for s, system in enumerate(systems):
+            nl = system.get_neighbor_list(self._nl)
+            v = nl.values[:, :, 0]
+            pair, along, spin = morse_terms(
+                v, self.omega, self.anisotropy, self.cutoff, self.depth, self.a, self.r0
+            )
+            first = nl.samples.column("first_atom").to(torch.long)
+            second = nl.samples.column("second_atom").to(torch.long)
+            n = len(system)
+            half = 0.5 * pair
+            e_atom = torch.zeros(n, dtype=v.dtype).index_add(0, first, half)
+            energies.append(e_atom.index_add(0, second, half))
+            f = torch.zeros(n, 3, dtype=v.dtype).index_add(0, first, along + spin)
+            forces.append(f.index_add(0, second, -along - spin) + self.c)
+            volume = torch.abs(torch.linalg.det(system.cell))
+            if bool(system.pbc.all()):
+                stresses.append(torch.einsum("pi,pj->ij", v, along) / volume + self.s)
+            else:
+                stresses.append(torch.zeros(3, 3, dtype=v.dtype))
+            idx = torch.arange(n, dtype=torch.int32)
+            atoms.append(torch.stack([torch.full_like(idx, s), idx], 1))
+        keys = Labels(["_"], torch.tensor([[0]]))
+        n_sys = torch.arange(len(systems), dtype=torch.int32)[:, None]
+        xyz = Labels(["xyz"], torch.arange(3, dtype=torch.int32)[:, None])
+        atom_samples = Labels(["system", "atom"], torch.cat(atoms))
+        result: Dict[str, TensorMap] = {}
+        if per_atom:
+            energy_block = TensorBlock(
+                torch.cat(energies)[:, None],
+                atom_samples,
+                [],
+                Labels(["energy"], torch.tensor([[0]])),
+            )
+        else:
+            totals: List[torch.Tensor] = []
+            for e_atom in energies:
+                totals.append(e_atom.sum())
+            energy_block = TensorBlock(
+                torch.stack(totals)[:, None],
+                Labels(["system"], n_sys),
+                [],
+                Labels(["energy"], torch.tensor([[0]])),
+            )
+        result["energy"] = TensorMap(keys, [energy_block])
+        if "non_conservative_force" in outputs:
+            block = TensorBlock(
+                torch.cat(forces)[:, :, None],
+                atom_samples,
+                [xyz],
+                Labels(["non_conservative_force"], torch.tensor([[0]])),
+            )
+            result["non_conservative_force"] = TensorMap(keys, [block])
+        if "non_conservative_stress" in outputs:
+            block = TensorBlock(
+                torch.stack(stresses)[:, :, :, None],
+                Labels(["system"], n_sys),
+                [Labels(["xyz_1"], xyz.values), Labels(["xyz_2"], xyz.values)],
+                Labels(["non_conservative_stress"], torch.tensor([[0]])),
+            )
+            result["non_conservative_stress"] = TensorMap(keys, [block])
+        return result
+
+
+def morse_direct(
+    c=(0.02, -0.01, 0.015),
+    omega=(0.0, 0.0, 0.01),
+    s=(0.0, 1e-3, 0.0, 0.0, 0.0, -2e-3, 5e-4, 0.0, 0.0),
+    anisotropy: float = 0.0,
+    stress: bool = True,
+) -> AtomisticModel:
+    """:class:`MorseDirect` as a float64 metatomic model (Cu/Al); ``c`` and
+    ``omega`` zero give exact conservative direct forces; ``stress=False``
+    leaves out the direct stress output."""
+    outputs = {
+        "energy": ModelOutput(unit="eV", sample_kind="atom"),
+        "non_conservative_force": ModelOutput(unit="eV/Angstrom", sample_kind="atom"),
+    }
+    if stress:
+        outputs["non_conservative_stress"] = ModelOutput(unit="eV/Angstrom^3", sample_kind="system")
+    caps = ModelCapabilities(
+        outputs=outputs,
+        atomic_types=[13, 29],
+        interaction_range=5.0,
+        length_unit="angstrom",
+        supported_devices=["cpu"],
+        dtype="float64",
+    )
+    module = MorseDirect(list(c), list(omega), list(s), anisotropy).eval()
+    return AtomisticModel(module, ModelMetadata(), caps)

@@ -4,7 +4,8 @@
 checkpoint ``.ckpt`` or ``AtomisticModel``), an ASE calculator or a torch
 callable; ``evaluate_rotated(adapter, atoms, rotations)``
 evaluates every rotated copy in chunks, one model call each, sharing one
-neighbour list per structure. ``shipped_model(name)`` gives the path of a
+neighbour list per structure (kept across the calls of a run by a
+``Reuse``). ``shipped_model(name)`` gives the path of a
 model that ships with symmd.
 """
 
@@ -19,6 +20,7 @@ from ._engine import (
 )
 from ._load import load, quiet_torchscript
 from ._outputs import EQUIVARIANT_SECTORS, Extra, Responses
+from ._reuse import Reuse
 from ._rotate import rotate
 from ._shipped import SHIPPED_MODELS, cual_cell, shipped_model
 from ._structures import Batch, NeighborPairs, Structures, as_structures, neighbor_pairs
@@ -37,6 +39,7 @@ __all__ = [
     "PROPERTIES",
     "PROPERTY_KINDS",
     "Responses",
+    "Reuse",
     "SHIPPED_MODELS",
     "Structures",
     "as_structures",

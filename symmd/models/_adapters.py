@@ -44,6 +44,11 @@ class Adapter:
     def neighbor_requests(self) -> list[tuple[float, bool]]:
         return []
 
+    def provides(self, prop: str) -> bool:
+        """Whether the model can return the physical property ``prop`` (with
+        ``non_conservative=True``, stress only when it has a direct stress output)."""
+        return True
+
     def declared_outputs(self) -> list[str]:
         """Names of the extra outputs the model declares (beyond the energy)."""
         return []
@@ -86,7 +91,8 @@ class MetatomicAdapter(Adapter):
     rotated positions and cell, so forces and stress come from one backward
     pass per chunk. With ``non_conservative=True`` the model's
     ``non_conservative_forces`` / ``non_conservative_stress`` outputs are used
-    (raw, without removing their net force). Every other declared output
+    (raw, without removing their net force), from the forward pass alone:
+    no autograd graph is built. Every other declared output
     (``features``, last-layer features, ...) can be requested by name.
     The model may be exported (TorchScript) or eager (``AtomisticModel``
     around a ``torch.nn.Module``, e.g. a metatrain checkpoint); only an
@@ -140,9 +146,18 @@ class MetatomicAdapter(Adapter):
         self._requests = [
             (float(o.engine_cutoff("angstrom")), bool(o.full_list)) for o in self._nl_options
         ]
+        self._options: dict = {}  # ModelEvaluationOptions per requested properties
+        from metatensor.torch import Labels
+
+        ints = torch.arange(3, dtype=torch.int32, device=self.device)[:, None]
+        self._xyz = Labels(["xyz"], ints)  # the fixed Labels of every neighbour list
+        self._distance = Labels(["distance"], ints[:1] * 0)
 
     def neighbor_requests(self) -> list[tuple[float, bool]]:
         return list(dict.fromkeys(self._requests))
+
+    def provides(self, prop: str) -> bool:
+        return not (prop == "stress" and self.non_conservative and not self._has_nc_stress)
 
     def declared_outputs(self) -> list[str]:
         return list(self._declared)
@@ -187,19 +202,30 @@ class MetatomicAdapter(Adapter):
         sizes = batch.n_atoms.tolist()
         positions = batch.positions.split(sizes)
         types = batch.types.split(sizes)
-        xyz = Labels(["xyz"], torch.arange(3, device=self.device, dtype=torch.int32)[:, None])
-        distance = Labels(["distance"], torch.zeros(1, 1, device=self.device, dtype=torch.int32))
+        xyz, distance = self._xyz, self._distance
         blocks = {}
         for request, (first, second, shifts, counts) in batch.pairs.items():
-            copy = torch.repeat_interleave(torch.arange(n_copies, device=self.device), counts)
+            shifts_f = shifts.to(batch.cell.dtype)
+            if n_copies == 1:  # the raw path: one copy, one cell, local indices
+                lattice = shifts_f @ batch.cell[0]
+                local = [first[:, None], second[:, None]]
+            else:
+                copy = torch.repeat_interleave(torch.arange(n_copies, device=self.device), counts)
+                lattice = torch.einsum("pa,pab->pb", shifts_f, batch.cell[copy])
+                start = atom_start[copy]
+                local = [(first - start)[:, None], (second - start)[:, None]]
+            # index_select: the cheapest differentiable gather (backward: index_add)
             vectors = (
-                batch.positions[second]
-                - batch.positions[first]
-                + torch.einsum("pa,pab->pb", shifts.to(batch.cell.dtype), batch.cell[copy])
+                batch.positions.index_select(0, second)
+                - batch.positions.index_select(0, first)
+                + lattice
             )
-            local = torch.stack([first - atom_start[copy], second - atom_start[copy]], 1)
-            samples = torch.cat([local, shifts], 1).to(torch.int32)
-            blocks[request] = (vectors.split(counts.tolist()), samples.split(counts.tolist()))
+            samples = torch.cat([*local, shifts], 1).to(torch.int32)
+            if n_copies == 1:
+                blocks[request] = ([vectors], [samples])
+            else:
+                split = counts.tolist()
+                blocks[request] = (vectors.split(split), samples.split(split))
         names = ["first_atom", "second_atom", "cell_shift_a", "cell_shift_b", "cell_shift_c"]
         systems = []
         # Wrapping views of the batched tensors into metatomic objects: the
@@ -207,10 +233,10 @@ class MetatomicAdapter(Adapter):
         for c in range(n_copies):
             system = System(types[c], positions[c], batch.cell[c], batch.pbc[c])
             for options, request in zip(self._nl_options, self._requests):
-                vectors, samples = blocks[request]
-                block = TensorBlock(
-                    vectors[c][:, :, None], Labels(names, samples[c]), [xyz], distance
-                )
+                copy_vectors, copy_samples = blocks[request]
+                # the pairs of a neighbour list are unique: skip metatensor's check
+                labels = Labels(names, copy_samples[c], assume_unique=True)
+                block = TensorBlock(copy_vectors[c][:, :, None], labels, [xyz], distance)
                 system.add_neighbor_list(options, block)
             systems.append(system)
         return systems
@@ -218,7 +244,13 @@ class MetatomicAdapter(Adapter):
     def __call__(self, batch: Batch, properties: Sequence[str]) -> dict[str, Any]:
         from metatomic.torch import ModelEvaluationOptions
 
-        options = ModelEvaluationOptions(length_unit="angstrom", outputs=self._outputs(properties))
+        key = tuple(properties)
+        options = self._options.get(key)
+        if options is None:
+            options = ModelEvaluationOptions(
+                length_unit="angstrom", outputs=self._outputs(properties)
+            )
+            self._options[key] = options
         raw = self.model(self._systems(batch), options, check_consistency=False)
         n_copies = len(batch.n_atoms)
         atom_start = torch.cumsum(batch.n_atoms, 0) - batch.n_atoms

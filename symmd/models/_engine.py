@@ -10,7 +10,10 @@ copy index :math:`c = k S + s`:
 2. copies are built with tensor ops (gathers and one einsum), in float64, then
    cast to the model's dtype on its device;
 3. copies are evaluated in nearly equal chunks (:func:`chunk_plan`), one model call and
-   one backward pass per chunk. Forces are :math:`-\partial E / \partial r`;
+   one backward pass per chunk (none for an adapter with
+   ``non_conservative=True``: its forces and stress are direct outputs of the
+   forward pass, evaluated without an autograd graph unless
+   ``differentiable=True``). Forces are :math:`-\partial E / \partial r`;
    stress is :math:`V^{-1} \partial E / \partial \epsilon` at
    :math:`\epsilon = 0` for a homogeneous strain
    :math:`r \to r (1 + \epsilon)`, :math:`h \to h (1 + \epsilon)` (ASE sign,
@@ -46,6 +49,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ..o3 import Quadrature, check_orthogonal
 from ._adapters import Adapter
 from ._outputs import Extra, Responses
+from ._reuse import Reuse
 from ._rotate import rotate
 from ._structures import Batch, Structures, as_structures, neighbor_pairs
 
@@ -160,6 +164,7 @@ def evaluate_rotated(
     properties: Sequence[str] = ("energy", "forces"),
     batch_size: Optional[int] = None,
     differentiable: bool = False,
+    reuse: Optional[Reuse] = None,
 ) -> Responses:
     """Evaluate ``model`` on every rotated copy of ``atoms``.
 
@@ -180,6 +185,9 @@ def evaluate_rotated(
         the model's parameters (forces and stress with ``create_graph=True``,
         so that a loss on them can be back-propagated: a double backward).
         Default ``False``: detached responses.
+    reuse: a :class:`~symmd.models.Reuse` kept across the calls of one run
+        (one structure): its Verlet neighbour lists and validated fixed parts
+        replace the per-call ones (the same pairs; their order may differ).
 
     Returns float64 responses in the rotated frame on the model's device, as
     a :class:`~symmd.models.Responses` dict (see the module docstring for
@@ -196,7 +204,14 @@ def evaluate_rotated(
             f"differentiable=True needs a torch model; a {type(adapter).__name__} has no "
             "autograd graph"
         )
-    structures = atoms if isinstance(atoms, Structures) else as_structures(atoms)
+    structures: Structures
+    if isinstance(atoms, Structures):
+        structures = atoms
+    elif reuse is not None and isinstance(atoms, ase.Atoms):
+        structures = reuse.structures(atoms)
+    else:
+        structures = as_structures(atoms)
+        reuse = None
     properties = _check_properties(properties, structures, adapter.declared_outputs())
     adapter.check(structures, properties)
     rot = _as_rotations(rotations)
@@ -209,7 +224,11 @@ def evaluate_rotated(
     structures = structures.to(device)
     rot = rot.to(device)
     pairs = {
-        request: neighbor_pairs(structures, *request).to(device)
+        request: (
+            reuse.pairs(structures, *request)
+            if reuse is not None and structures.n_systems == 1
+            else neighbor_pairs(structures, *request)
+        ).to(device)
         for request in adapter.neighbor_requests()
     }
     n_copies = len(rot) * structures.n_systems
@@ -235,33 +254,56 @@ def evaluate_rotated(
 def _evaluate_chunk(
     adapter, structures: Structures, pairs, rot, copies, properties, differentiable=False
 ):
-    n_sys = structures.n_systems
+    n_sys, k = structures.n_systems, len(copies)
     rot_of_copy = rot[copies // n_sys]
     structure_of_copy = copies % n_sys
-    copy_of_atom, base_atom, n_atoms = _expand(
-        structures.n_atoms, structures.offsets, structure_of_copy
-    )
-
-    dtype = adapter.dtype
-    positions = rotate(structures.positions[base_atom, None], rot_of_copy[copy_of_atom])[:, 0]
+    uniform = n_sys == 1  # copies of one structure (a calculator's call): [k, n] blocks
+    if uniform:
+        n = int(structures.n_atoms[0])
+        copy_of_atom = torch.arange(k, device=rot.device).repeat_interleave(n)
+        base_atom = torch.arange(n, device=rot.device).repeat(k)
+        n_atoms = structures.n_atoms.repeat(k)
+        positions = rotate(structures.positions, rot_of_copy).reshape(k * n, 3)
+    else:
+        copy_of_atom, base_atom, n_atoms = _expand(
+            structures.n_atoms, structures.offsets, structure_of_copy
+        )
+        positions = rotate(structures.positions[base_atom, None], rot_of_copy[copy_of_atom])[:, 0]
     cell = rotate(structures.cell[structure_of_copy], rot_of_copy)
+    dtype = adapter.dtype
     positions, cell = positions.to(dtype), cell.to(dtype)
 
-    want_grad = adapter.differentiable and ("forces" in properties or "stress" in properties)
+    # direct (non-conservative) outputs come from the forward pass: no graph
+    # to positions or strain, and none at all unless the caller differentiates
+    direct = adapter.non_conservative
+    want_grad = (
+        adapter.differentiable and not direct and ("forces" in properties or "stress" in properties)
+    )
     strain = None
     if want_grad:
         positions.requires_grad_(True)
         leaf_positions = positions
         if "stress" in properties:
-            strain = torch.zeros(
-                len(copies), 3, 3, dtype=dtype, device=positions.device, requires_grad=True
-            )
-            positions = positions + torch.einsum("mi,mij->mj", positions, strain[copy_of_atom])
+            strain = torch.zeros(k, 3, 3, dtype=dtype, device=positions.device, requires_grad=True)
+            if uniform:
+                strained = (positions.view(k, n, 3) @ strain).view(k * n, 3)
+            else:
+                strained = torch.einsum("mi,mij->mj", positions, strain[copy_of_atom])
+            positions = positions + strained
             cell = cell + cell @ strain
 
     atom_start = torch.cumsum(n_atoms, 0) - n_atoms
     batch_pairs = {}
     for request, base in pairs.items():
+        if uniform:  # the same pairs in every copy, shifted by n atoms per copy
+            shift = atom_start[:, None]
+            batch_pairs[request] = (
+                (base.first[None] + shift).reshape(-1),
+                (base.second[None] + shift).reshape(-1),
+                base.shifts.repeat(k, 1),
+                base.counts.repeat(k),
+            )
+            continue
         copy_of_pair, base_pair, counts = _expand(base.counts, base.offsets, structure_of_copy)
         shift = atom_start[copy_of_pair] - structures.offsets[structure_of_copy][copy_of_pair]
         batch_pairs[request] = (
@@ -279,7 +321,9 @@ def _evaluate_chunk(
         n_atoms=n_atoms,
         pairs=batch_pairs,
     )
-    with torch.set_grad_enabled(want_grad or differentiable or torch.is_grad_enabled()):
+    with torch.set_grad_enabled(
+        want_grad or differentiable or (torch.is_grad_enabled() and not direct)
+    ):
         out = adapter(batch, properties)
 
     energy = out["energy"]

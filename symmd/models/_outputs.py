@@ -89,6 +89,13 @@ class Responses(dict):
         self.plan = list(plan or [])
         self.pairs = dict(pairs or {})
 
+    def take(self, copies: slice) -> Responses:
+        """The rotated copies ``copies`` (a slice of axis 0) of every entry,
+        with the same kinds; ``plan`` and ``pairs`` stay those of the whole
+        evaluation. Views, no copy."""
+        values = {key: value[copies] for key, value in self.items()}
+        return Responses(values, self.kinds, self.per_atom, self.plan, self.pairs)
+
 
 def kind_of_components(names: list[str]) -> str:
     """The kind of a metatensor block from its component names."""

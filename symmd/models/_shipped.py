@@ -22,6 +22,10 @@ SHIPPED_MODELS = {
         "pet-emt-cu-cluster.pt",
         "tiny PET, non-periodic Cu clusters of 6-20 atoms",
     ),
+    "pet-emt-cual-direct": (
+        "pet-emt-cual-direct.pt",
+        "tiny PET with direct force/stress heads, Cu/Al bulk and clusters to 108 atoms",
+    ),
 }
 
 

@@ -81,17 +81,24 @@ class Structures(_Systems):
         return dataclasses.replace(self, **tensors)
 
 
+def check_positions(positions: np.ndarray, index: int) -> None:
+    """Raise ValueError naming the atoms of structure ``index`` whose
+    positions ``[N, 3]`` are not finite."""
+    if np.isfinite(positions).all():
+        return
+    bad = np.flatnonzero(~np.isfinite(positions).all(axis=1))
+    raise ValueError(
+        f"structure {index} has non-finite (NaN or inf) positions for atoms "
+        f"{bad[:10].tolist()}; check the integrator or the input file"
+    )
+
+
 def _check_atoms(atoms: ase.Atoms, index: int) -> None:
     if not isinstance(atoms, ase.Atoms):
         raise TypeError(f"structure {index} must be an ase.Atoms, got {type(atoms).__name__}")
     if len(atoms) == 0:
         raise ValueError(f"structure {index} is empty: it has no atoms")
-    bad = np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))
-    if len(bad):
-        raise ValueError(
-            f"structure {index} has non-finite (NaN or inf) positions for atoms "
-            f"{bad[:10].tolist()}; check the integrator or the input file"
-        )
+    check_positions(atoms.positions, index)
     cell = atoms.cell.array
     if not np.isfinite(cell).all():
         raise ValueError(f"structure {index} has a non-finite cell {cell.tolist()}")
