@@ -233,6 +233,35 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+#: README names of the models
+LABELS = {"plates": "plates (no augmentation)", "cual": "Cu/Al (augmented)"}
+
+
+def markdown(report: dict) -> str:
+    """The README table (tests/test_readme_figures.py reads it back)."""
+    lines = [
+        "| model | trained | gamma | E MAE (meV/atom) | F MAE (meV/A) | F MAE change "
+        "| A_E (meV/atom) | A_F (meV/A) | A_F lower | MD A_F/F | training (s) |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for name, entry in report["models"].items():
+        raw = entry["raw"]
+        rows = [("not fine-tuned", None, raw, None)]
+        rows += [(m, r["gamma"], r["test"], r["train_seconds"]) for m, r in entry["modes"].items()]
+        for mode, gamma, t, seconds in rows:
+            change = "-"
+            if mode != "not fine-tuned":
+                change = f"{100 * (t['forces_mae'] / raw['forces_mae'] - 1):+.0f} %"
+            lines.append(
+                f"| {LABELS.get(name, name)} | {mode} | {'-' if gamma is None else f'{gamma:g}'} "
+                f"| {1e3 * t['energy_mae']:.2f} | {1e3 * t['forces_mae']:.1f} | {change} "
+                f"| {1e3 * t['energy_A_per_atom_rms']:.3f} | {1e3 * t['forces_A_rms']:.2f} "
+                f"| {raw['forces_A_rms'] / t['forces_A_rms']:.2f}x | {t['md_rel_forces']:.3g} "
+                f"| {'-' if seconds is None else f'{seconds:.0f}'} |"
+            )
+    return "\n".join(lines)
+
+
 def figure(report: dict, path: pathlib.Path) -> None:
     """Fig. 5 style: validation force MAE vs A_F over the gamma scan, one line
     per mode, the budget as a dashed line, the selected runs circled."""
@@ -304,7 +333,13 @@ def main() -> None:
         "--figure", type=pathlib.Path, default=ROOT / "docs/figures/finetune_tradeoff.png"
     )
     parser.add_argument("--scratch", type=pathlib.Path, help="keep the tuned models here")
+    parser.add_argument(
+        "--markdown", type=pathlib.Path, help="print the README table of this JSON and stop"
+    )
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     if args.quick:
         args.gamma, args.epochs, args.n_train = args.gamma or [10.0], 1, 8
         args.n_valid, args.n_test, args.scan_degree, args.degree, args.steps = 3, 3, 2, 2, 10
