@@ -148,25 +148,40 @@ def _training(args) -> int:
 
 
 def _finetune(args) -> int:
-    from .finetune import DEFAULT_TRAINABLE, finetune
+    from ._finetune_budget import format_scan
+    from .finetune import MODES, finetune
 
     _threads(args)
+    if args.gamma is None and args.max_mae_increase is None:
+        raise ValueError("give --gamma G [G ...], or --max-mae-increase to scan a default grid")
+    trainable = args.trainable or ["readout"]
+    if len(trainable) == 1 and trainable[0] in MODES:
+        trainable = trainable[0]
     results = finetune(
         args.checkpoint,
         args.train,
-        gamma=list(args.gamma),
+        gamma=None if args.gamma is None else list(args.gamma),
         valid=args.valid,
-        trainable=args.trainable or DEFAULT_TRAINABLE,
+        trainable=trainable,
+        rank=args.rank,
+        alpha=args.alpha,
         rotations=args.rotations,
         epochs=args.epochs,
         lr=args.lr,
         batch_size=args.batch_size,
+        augment=not args.no_augment,
         seed=args.seed,
         out=args.output,
         labels=not args.no_labels,
         degree=args.degree,
+        max_mae_increase=args.max_mae_increase,
         progress=not args.quiet,
     )
+    if args.max_mae_increase is not None:
+        chosen = results if not isinstance(results, list) else results[0]
+        print(format_scan(chosen.scan or {}))
+        print(f"wrote {args.output}/scan.json; selected model: {chosen.paths.get('model')}")
+        return 0
     results = results if isinstance(results, list) else [results]
     where = results[0].metrics["evaluated_on"]
     print(f"{where} set, A: rms over structures (energy) / atoms (forces), degree {args.degree}")
@@ -491,29 +506,52 @@ def _parser() -> argparse.ArgumentParser:
         sub,
         _finetune,
         "finetune",
-        help="retrain the readout with an equivariance penalty",
-        description="Retrain the readout layers of a metatrain checkpoint with "
+        help="retrain a model with an equivariance penalty (readout, LoRA or all)",
+        description="Retrain a metatrain checkpoint with "
         "L = L_mu + gamma * L_sigma: L_mu the mean squared error of the energy per atom, "
         "forces and stress against the labels (ASE calculator results or info/arrays "
         "'energy', 'forces', 'stress'/'virial'), L_sigma the unbiased estimate of the "
         "equivariance error A^2 over random O(3) draws, each output divided by its label "
         "variance. One run per gamma, from the same checkpoint; each writes "
-        "DIR/gamma_<g>/model.ckpt, model.pt (exported metatomic model) and result.json "
-        "(held-out MAE, A and the weight outside the allowed symmetry sector); several "
-        "gammas also give DIR/tradeoff.png (model error vs equivariance error).",
+        "DIR/gamma_<g>/model.ckpt, model.pt (exported metatomic model; LoRA adapters "
+        "merged) and result.json (held-out MAE, A and the weight outside the allowed "
+        "symmetry sector); several gammas also give DIR/tradeoff.png (model error vs "
+        "equivariance error). With --max-mae-increase, the un-fine-tuned model is measured "
+        "too (DIR/raw/) and the run with the lowest force A within the budget is selected "
+        "(table printed, DIR/scan.json).",
     )
     tune.add_argument("checkpoint", help="metatrain checkpoint (.ckpt; not an exported .pt)")
     tune.add_argument("--train", required=True, help="labelled training structures (extxyz)")
     tune.add_argument("--valid", help="labelled held-out structures (default: the training set)")
     tune.add_argument(
-        "--gamma", type=float, nargs="+", required=True, help="penalty weights (>= 0), e.g. 0 1 10"
+        "--gamma",
+        type=float,
+        nargs="+",
+        help="penalty weights (>= 0), e.g. 0 1 10 (default with --max-mae-increase: "
+        "1 10 100 1000 10000)",
+    )
+    tune.add_argument(
+        "--max-mae-increase",
+        type=float,
+        metavar="FRACTION",
+        help="accuracy budget: select the run with the lowest force A whose validation "
+        "force MAE is at most (1 + FRACTION) x that of the un-fine-tuned model, e.g. 0.10",
     )
     tune.add_argument(
         "--trainable",
         nargs="+",
-        metavar="PATTERN",
-        help="glob patterns of the parameter names to train (default: '*heads.*' "
-        "'*last_layers.*', PET's heads and last layers)",
+        metavar="MODE|PATTERN",
+        help="what is trained: 'readout' (default: PET's heads and last layers), 'lora' "
+        "(the readout plus low-rank adapters on every other linear layer), 'all', or glob "
+        "patterns of parameter names",
+    )
+    tune.add_argument("--rank", type=int, default=4, help="LoRA rank (default 4)")
+    tune.add_argument("--alpha", type=float, help="LoRA scale alpha (default: the rank)")
+    tune.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="fit the labels on the unrotated structure only (default: on the rotated "
+        "copies, i.e. with data augmentation)",
     )
     tune.add_argument(
         "--rotations", type=int, default=2, help="random O(3) draws per structure (default 2)"

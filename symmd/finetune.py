@@ -1,28 +1,41 @@
-r"""Fine-tune the readout of a model with an equivariance penalty.
+r"""Fine-tune a model with an equivariance penalty.
 
 The minimum inductive bias at zero inference cost (arXiv 2603.24638, Fig. 5):
-retrain only some parameters (by default the readout: for PET the energy and
-non-conservative heads and last layers) of an unconstrained model with
+retrain some parameters of an unconstrained model with
 
 .. math:: L = L_\mu + \gamma L_\sigma ,
 
 - :math:`L_\mu = \sum_p \mathrm{MSE}_p / s_p^2`: mean squared error against the
   labels of the energy per atom, the forces, the stress (when labelled) and the
   non-conservative forces/stress (against the force/stress labels) when the
-  model has them;
+  model has them; with ``augment=True`` (default) on every rotated copy
+  brought back to the input frame (data augmentation), else on the unrotated
+  structure;
 - :math:`L_\sigma = \sum_p \overline{\widehat{A^2_p}} / (c_p s_p^2)`: the
   unbiased estimate of :math:`A^2` (:func:`symmd.metrics.sample_error`: the
   sample variance, denominator :math:`m - 1`, of the back-transformed responses
-  of ``m = rotations`` fresh Haar-random O(3) draws per structure and step),
-  averaged over structures (energy, divided by :math:`N^2`: per atom) or atoms
-  (forces), and divided by the :math:`c_p` scalar components (1, 3, 9) so that
-  it compares with a per-component MSE.
+  of ``m = rotations`` fresh Haar-random O(3) draws per step; with ``augment``
+  each structure is also turned by its own random element first, so the
+  draws differ between structures), averaged over structures (energy, divided
+  by :math:`N^2`: per atom) or atoms (forces), and divided by the :math:`c_p`
+  scalar components (1, 3, 9) so that it compares with a per-component MSE.
 
 :math:`s_p^2` is the variance of the labels of ``p`` over the training set (of
 the model's own initial predictions with ``labels=False``), so that one
-:math:`\gamma` weighs every output alike. The rotated copies and the unrotated
-one (for :math:`L_\mu`) go through :func:`symmd.models.evaluate_rotated` in one
-batched call with the autograd graph kept (forces by a double backward).
+:math:`\gamma` weighs every output alike. All copies of a batch go through
+:func:`symmd.models.evaluate_rotated` in one call with the autograd graph kept
+(forces by a double backward).
+
+What is trained (``trainable``): the readout (PET's heads and last layers),
+``"lora"`` (the readout plus low-rank adapters on every other linear layer,
+:mod:`symmd._lora`, merged into the weights at the end, so that the saved
+checkpoint and the exported model are plain metatrain / metatomic files),
+``"all"``, or glob patterns of parameter names. Adam with a linear warm-up
+over the first 10 % of the steps and a cosine decay.
+
+``max_mae_increase`` turns the gamma scan into a choice: the most symmetric
+model whose validation force MAE stays within the budget
+(:mod:`symmd._finetune_budget`).
 
 Labels are read by :func:`read_labels` (ASE's and metatrain's default names:
 ``energy``, ``forces``, ``stress`` or ``virial``).
@@ -37,25 +50,32 @@ import json
 import math
 import os
 import pathlib
+import time
 from collections.abc import Sequence
 from typing import Any, Optional, Union
 
-import ase
 import numpy as np
 import torch
 
-from . import metrics
-from ._labels import read_labels, stack_labels
-from .models import Adapter, CallableAdapter, evaluate_rotated, load, quiet_torchscript
-from .o3 import Quadrature, quadrature, random_o3
+from ._finetune_budget import BUDGET_GAMMAS, check_budget, select
+from ._finetune_loss import equivariance_penalty, evaluate, losses, outputs_of, scales_of
+from ._labels import read_labels
+from ._lora import LowRankAdapters, linear_layers
+from .models import CallableAdapter, load, quiet_torchscript
+from .o3 import random_o3
 
-__all__ = ["DEFAULT_TRAINABLE", "FinetuneResult", "equivariance_penalty", "finetune", "read_labels"]
+__all__ = [
+    "BUDGET_GAMMAS",
+    "DEFAULT_TRAINABLE",
+    "MODES",
+    "FinetuneResult",
+    "equivariance_penalty",
+    "finetune",
+    "read_labels",
+]
 
 #: glob patterns of the parameters trained by default: PET's heads and last layers
 DEFAULT_TRAINABLE = ("*heads.*", "*last_layers.*")
-_NC = {"non_conservative_force": "forces", "non_conservative_forces": "forces"}
-_NC_STRESS = "non_conservative_stress"
-_ALLOWED = {"scalar": [(0, 1)], "vector": [(1, 1)], "rank2": [(0, 1), (2, 1)]}
 
 
 @dataclasses.dataclass
@@ -69,116 +89,58 @@ class FinetuneResult:
     history: list
     metrics: dict
     paths: dict
+    scan: Optional[dict] = None
 
 
-def _outputs(adapter: Adapter, label_names, frames) -> dict[str, tuple[str, str]]:
-    """``{response name: (label name, kind)}`` of the outputs in the loss."""
-    periodic = all(bool(a.pbc.all()) for a in frames)
-    out = {"energy": ("energy", "scalar"), "forces": ("forces", "vector")}
-    if "stress" in label_names and periodic:
-        out["stress"] = ("stress", "rank2")
-    for name in adapter.declared_outputs():
-        if name in _NC:
-            out[name] = ("forces", "vector")
-        elif name == _NC_STRESS and "stress" in out:
-            out[name] = ("stress", "rank2")
-    return out
+MODES = ("readout", "lora", "all")
 
 
-def _per_atom(value: torch.Tensor, name: str, n_atoms: torch.Tensor) -> torch.Tensor:
-    """Energy per atom for the energy, the value itself otherwise."""
-    return value / n_atoms.to(value) if name == "energy" else value
-
-
-def _sigma(resp, q: Quadrature, outputs, n_atoms, scales) -> torch.Tensor:
-    """:math:`L_\\sigma` from the responses ``resp[name] [m, ...]`` to ``q``."""
-    total = torch.zeros((), dtype=torch.float64, device=n_atoms.device)
-    for name, (label, kind) in outputs.items():
-        a2, _ = metrics.sample_error(resp[name], q, kind)
-        if name == "energy":
-            a2 = a2 / n_atoms.to(a2) ** 2
-        total = total + a2.mean() / (3 ** metrics.COMPONENT_AXES[kind] * scales[label])
-    return total
-
-
-def equivariance_penalty(
-    model,
-    structures,
-    rotations: Quadrature,
-    properties: Sequence[str] = ("energy", "forces"),
-    scales: Optional[dict] = None,
-) -> torch.Tensor:
-    """:math:`L_\\sigma` of ``model`` on ``structures`` for the given draws.
-
-    ``rotations``: ``m >= 2`` O(3) elements (e.g. ``symmd.o3.random_o3(m,
-    rng)``); ``properties``: among energy, forces, stress; ``scales``:
-    variance per property (default 1). Returns a float64 scalar that keeps
-    the autograd graph with respect to the model's parameters.
-    """
-    adapter = load(model)
-    frames = [structures] if isinstance(structures, ase.Atoms) else list(structures)
-    kinds = {"energy": "scalar", "forces": "vector", "stress": "rank2"}
-    outputs = {p: (p, kinds[p]) for p in properties}
-    resp = evaluate_rotated(adapter, frames, rotations, list(outputs), differentiable=True)
-    n_atoms = torch.tensor([len(a) for a in frames], device=adapter.device)
-    return _sigma(resp, rotations, outputs, n_atoms, scales or dict.fromkeys(properties, 1.0))
-
-
-def _losses(adapter, frames, labels, index, outputs, scales, q: Quadrature, with_mu: bool):
-    """``(L_mu, L_sigma)`` for the structures ``index``: one batched call on the
-    unrotated copy and the ``len(q)`` rotated ones."""
-    batch = [frames[i] for i in index]
-    rot = torch.cat([torch.eye(3, dtype=torch.float64)[None], q.rotations])
-    resp = evaluate_rotated(adapter, batch, rot, list(outputs), differentiable=True)
-    n_atoms = torch.tensor([len(a) for a in batch], device=adapter.device)
-    l_sigma = _sigma({k: v[1:] for k, v in resp.items()}, q, outputs, n_atoms, scales)
-    l_mu = torch.zeros((), dtype=torch.float64, device=adapter.device)
-    if with_mu:
-        for name, (label, _) in outputs.items():
-            ref = stack_labels(labels[label], index, adapter.device)
-            if label == "energy":
-                ref = ref / n_atoms.to(ref)
-            pred = _per_atom(resp[name][:1], name, n_atoms)[0].reshape(ref.shape)
-            l_mu = l_mu + ((pred - ref) ** 2).mean() / scales[label]
-    return l_mu, l_sigma
-
-
-def _scales(adapter, frames, labels, outputs) -> dict[str, float]:
-    """Variance of each label over the training set (per atom for the energy);
-    without labels, of the model's own predictions."""
-    values = dict(labels)
-    if not values:
-        names = [p for p in ("energy", "forces", "stress") if p in outputs]
-        resp = evaluate_rotated(adapter, frames, torch.eye(3), names)
-        values = {"energy": list(resp["energy"][0].cpu().numpy())}
-        starts = np.cumsum([0] + [len(a) for a in frames])
-        if "forces" in resp:
-            f = resp["forces"][0].cpu().numpy()
-            values["forces"] = [f[a:b] for a, b in zip(starts[:-1], starts[1:])]
-        if "stress" in resp:
-            values["stress"] = list(resp["stress"][0].cpu().numpy())
-    out = {}
-    for name, vals in values.items():
-        x = stack_labels(vals, range(len(vals)), "cpu")
-        if name == "energy":
-            x = x / torch.tensor([len(a) for a in frames], dtype=x.dtype)
-        var = float(x.var()) if x.numel() > 1 else 0.0
-        out[name] = var if var > 1e-12 else max(float((x * x).mean()), 1.0)
-    return out
-
-
-def _select(module: torch.nn.Module, trainable: Sequence[str]) -> list[str]:
-    if isinstance(trainable, str):
-        trainable = [trainable]
+def _select(module: torch.nn.Module, trainable) -> tuple[list[str], list[str]]:
+    """``(trained parameter names, linear layers to adapt)`` for ``trainable``;
+    sets ``requires_grad`` accordingly."""
     names = [name for name, _ in module.named_parameters()]
-    chosen = [n for n in names if any(fnmatch.fnmatchcase(n, pat) for pat in trainable)]
-    if not chosen:
-        raise ValueError(
-            f"no parameter matches trainable={list(trainable)}; the model's parameters are {names}"
-        )
+    adapt: list[str] = []
+    if isinstance(trainable, str) and trainable == "all":
+        chosen = names
+    elif isinstance(trainable, str) and trainable in ("readout", "lora"):
+        chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in DEFAULT_TRAINABLE)]
+        if trainable == "lora":
+            adapt = [n for n in linear_layers(module) if f"{n}.weight" not in chosen]
+            if not adapt:
+                raise ValueError(
+                    "trainable='lora' found no torch.nn.Linear layer outside the readout "
+                    f"to adapt; the model's parameters are {names}"
+                )
+        elif not chosen:
+            raise ValueError(
+                f"trainable='readout' found no readout parameter (patterns "
+                f"{list(DEFAULT_TRAINABLE)}); give glob patterns of the model's parameter "
+                f"names instead, which are {names}"
+            )
+    else:
+        patterns = [trainable] if isinstance(trainable, str) else trainable
+        if (
+            not isinstance(patterns, (list, tuple))
+            or not patterns
+            or not all(isinstance(p, str) for p in patterns)
+        ):
+            raise TypeError(
+                f"trainable must be one of {MODES} or a list of glob patterns, got {trainable!r}"
+            )
+        patterns = list(patterns)
+        chosen = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+        if not chosen and isinstance(trainable, str) and not any(c in trainable for c in "*?["):
+            raise ValueError(
+                f"trainable={trainable!r} is neither a mode {MODES} nor a parameter name; "
+                f"glob patterns are also accepted, e.g. ['*heads.*']"
+            )
+        if not chosen:
+            raise ValueError(
+                f"no parameter matches trainable={patterns}; the model's parameters are {names}"
+            )
     for name, param in module.named_parameters():
         param.requires_grad_(name in chosen)
-    return chosen
+    return chosen, adapt
 
 
 def _load(checkpoint) -> tuple[torch.nn.Module, bool]:
@@ -209,43 +171,6 @@ def _load(checkpoint) -> tuple[torch.nn.Module, bool]:
         return load_model(path), True
 
 
-def _evaluate(adapter, frames, labels, outputs, degree: int) -> dict[str, Any]:
-    """Held-out MAE and equivariance error A (rms) with its spectrum summary."""
-    q = quadrature(degree)
-    n_atoms = torch.tensor([len(a) for a in frames], device=adapter.device)
-    raw = evaluate_rotated(adapter, frames, torch.eye(3), list(outputs))
-    resp = evaluate_rotated(adapter, frames, q, list(outputs))
-    out: dict[str, Any] = {}
-    for name, (label, kind) in outputs.items():
-        entry: dict[str, Any] = {}
-        _, a = metrics.twirl_and_error(resp[name], q, kind)
-        if name == "energy":
-            entry["A_rms"] = float(a.pow(2).mean().sqrt())
-            a = a / n_atoms.to(a)
-        pred = _per_atom(raw[name], name, n_atoms)[0]
-        key = "A_per_atom_rms" if name == "energy" else "A_rms"
-        entry[key] = float(a.pow(2).mean().sqrt())
-        entry["prediction_rms"] = float(pred.pow(2).mean().sqrt())
-        if label in labels:
-            ref = stack_labels(labels[label], range(len(frames)), adapter.device)
-            ref = ref / n_atoms.to(ref) if label == "energy" else ref
-            entry["mae"] = float((pred.reshape(ref.shape) - ref).abs().mean())
-            entry["label_rms"] = float(ref.pow(2).mean().sqrt())
-        if kind == "vector":
-            entry["A_over_rms"] = entry["A_rms"] / max(entry["prediction_rms"], 1e-300)
-        spec = metrics.character_spectrum(resp[name], q, degree // 2, kind)
-        total = float(metrics.mean_square(resp[name], q, kind).sum())
-        inside = sum(float(spec[b].sum()) for b in _ALLOWED[kind])
-        entry["weight_outside"] = max(0.0, 1.0 - inside / total) if total > 0 else 0.0
-        out[name] = entry
-    units = {"energy": "eV/atom (mae), eV (A_rms)", "forces": "eV/A", "stress": "eV/A^3"}
-    return {
-        "quadrature": {"name": q.name, "size": len(q), "degree": q.degree},
-        "units": units,
-        **out,
-    }
-
-
 def _check_gammas(gamma) -> list[float]:
     many = isinstance(gamma, (list, tuple, np.ndarray))
     gammas = list(gamma) if many else [gamma]
@@ -260,21 +185,55 @@ def _positive(name: str, value, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
+def _warmup_cosine(total: int, warmup: float = 0.1):
+    """Learning-rate factor at step ``t`` of ``total``: linear from 0 over the
+    first ``warmup`` fraction (Adam's first steps move every parameter by
+    about ``lr``, whatever its gradient), then a cosine decay to 0."""
+    rise = max(1, round(warmup * total))
+
+    def factor(t: int) -> float:
+        if t < rise:
+            return (t + 1) / rise
+        return 0.5 * (1.0 + math.cos(math.pi * (t - rise) / max(1, total - rise)))
+
+    return factor
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    trainable: Any
+    rank: int
+    alpha: float
+    rotations: int
+    epochs: int
+    lr: float
+    batch_size: int
+    augment: bool
+    seed: Optional[int]
+    labels: bool
+    degree: int
+    progress: bool
+
+
 def finetune(
     checkpoint,
     train,
     *,
-    gamma: Union[float, Sequence[float]],
+    gamma: Union[float, Sequence[float], None] = None,
     valid=None,
-    trainable: Sequence[str] = DEFAULT_TRAINABLE,
+    trainable: Union[str, Sequence[str]] = "readout",
+    rank: int = 4,
+    alpha: Optional[float] = None,
     rotations: int = 2,
     epochs: int = 10,
     lr: float = 1e-3,
     batch_size: int = 8,
+    augment: bool = True,
     seed: Optional[int] = 0,
     out: Union[str, os.PathLike, None] = None,
     labels: bool = True,
     degree: int = 7,
+    max_mae_increase: Optional[float] = None,
     progress: bool = True,
 ) -> Union[FinetuneResult, list[FinetuneResult]]:
     """Retrain the ``trainable`` parameters with :math:`L_\\mu + \\gamma L_\\sigma`.
@@ -288,39 +247,71 @@ def finetune(
         module docstring for the names read). ``valid=None``: the metrics are
         measured on ``train``.
     gamma: weight of the penalty (>= 0), or a list: one run per value, each
-        from the original weights.
-    trainable: glob patterns (:func:`fnmatch.fnmatchcase`) of the parameter
-        names to train; every other parameter is frozen.
+        from the original weights. Required unless ``max_mae_increase`` is
+        given (then default :data:`BUDGET_GAMMAS`).
+    trainable: what is trained (every other parameter is frozen):
+        ``"readout"`` (PET's heads and last layers, :data:`DEFAULT_TRAINABLE`);
+        ``"lora"`` (the readout plus rank-``rank`` adapters on every other
+        ``torch.nn.Linear``, merged into the weights at the end, see
+        :mod:`symmd._lora`); ``"all"`` (every parameter); or glob patterns
+        (:func:`fnmatch.fnmatchcase`) of parameter names.
+    rank, alpha: LoRA rank (>= 1) and scale (the adapted term is multiplied
+        by ``alpha / rank``; default ``alpha = rank``).
     rotations: Haar-random O(3) draws per structure and step (>= 2).
     epochs, lr, batch_size: Adam (in the model's dtype and device), structures
         per step, shuffled with ``seed`` (which also seeds torch and the draws).
+    augment: ``True`` (default): :math:`L_\\mu` on the rotated copies, brought
+        back to the input frame (data augmentation: its mean over draws adds
+        :math:`A^2` to the error, a penalty of weight 1 of its own), each
+        structure in its own random orientation, at one model copy less per
+        structure; ``False``: on the unrotated structure, evaluated beside
+        the rotated copies.
     out: folder; per gamma ``gamma_<g>/`` with ``result.json`` and, for a
         metatrain model, ``model.ckpt`` and the exported ``model.pt``; with
         several gammas ``summary.json`` and ``tradeoff.png``.
     labels: ``False`` trains on :math:`L_\\sigma` alone (no labels needed).
     degree: quadrature degree for the held-out equivariance error (>= 7 is
         recommended: A is a second moment).
+    max_mae_increase: an accuracy budget (fraction, >= 0: ``0.10`` allows 10 %
+        more force MAE than the un-fine-tuned model on the validation set):
+        every gamma is run, and the one with the lowest force equivariance
+        error A within the budget is returned (the un-fine-tuned model when
+        none is); see :func:`symmd._finetune_budget.select`.
 
-    Returns one :class:`FinetuneResult`, or a list of them for a list of gammas.
+    Returns one :class:`FinetuneResult`, or a list of them for a list of
+    gammas; with ``max_mae_increase``, the selected one, whose ``scan`` holds
+    the table of every run (also written to ``out/scan.json``).
     """
-    gammas = _check_gammas(gamma)
+    if gamma is None and max_mae_increase is None:
+        raise TypeError("finetune() needs gamma (or max_mae_increase, which scans a default grid)")
+    gammas = _check_gammas(BUDGET_GAMMAS if gamma is None else gamma)
+    budget = check_budget(max_mae_increase)
     _positive("rotations", rotations, 2)
     _positive("epochs", epochs, 0)
     _positive("batch_size", batch_size)
     _positive("degree", degree)
+    _positive("rank", rank)
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if alpha is not None and not (isinstance(alpha, (int, float)) and alpha > 0):
+        raise ValueError(f"alpha must be a positive number (or None: alpha = rank), got {alpha!r}")
+    settings = _Settings(trainable, rank, float(rank if alpha is None else alpha), rotations,
+                         epochs, lr, batch_size, bool(augment), seed, labels, degree, progress)  # fmt: skip
     frames, train_labels = read_labels(train, "the training set", labels)
     if valid is None:
         valid_frames, valid_labels = frames, train_labels
     else:
         valid_frames, valid_labels = read_labels(valid, "the validation set", False)
-    results = []
-    for g in gammas:
-        results.append(
-            _run(checkpoint, frames, train_labels, valid_frames, valid_labels, g, trainable,
-                 rotations, epochs, lr, batch_size, seed, out, labels, degree, progress)
-        )  # fmt: skip
+    if budget is not None and "forces" not in valid_labels:
+        where = "training" if valid is None else "validation"
+        raise ValueError(
+            f"max_mae_increase needs force labels on the {where} set to measure the force MAE"
+        )
+    data = (frames, train_labels, valid_frames, valid_labels)
+    reference = None
+    if budget is not None:  # the un-fine-tuned model: the MAE the budget is relative to
+        reference = _run(checkpoint, data, 0.0, dataclasses.replace(settings, epochs=0), out, "raw")
+    results = [_run(checkpoint, data, g, settings, out) for g in gammas]
     if out is not None and len(results) > 1:
         from ._plotting import tradeoff_figure
 
@@ -328,67 +319,93 @@ def finetune(
         path = pathlib.Path(out)
         (path / "summary.json").write_text(json.dumps(summary, indent=1))
         tradeoff_figure(summary, path / "tradeoff.png")
+    if reference is not None and budget is not None:
+        return select(reference, results, budget, out)
     return results if isinstance(gamma, (list, tuple, np.ndarray)) else results[0]
 
 
-def _run(checkpoint, frames, labels, valid_frames, valid_labels, gamma, trainable, rotations,
-         epochs, lr, batch_size, seed, out, with_labels, degree, progress) -> FinetuneResult:  # fmt: skip
+def _run(checkpoint, data, gamma: float, settings: _Settings, out, name=None) -> FinetuneResult:
     from tqdm import tqdm
 
+    frames, labels, valid_frames, valid_labels = data
     module, is_mtt = _load(checkpoint)
     dtype = next(module.parameters()).dtype
     # (wrapping a metatrain model in an AtomisticModel freezes every parameter)
     adapter = load(module) if is_mtt else CallableAdapter(module, dtype=dtype)
-    names = _select(module, trainable)
+    names, adapt = _select(module, settings.trainable)
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    lora = LowRankAdapters(module, adapt, settings.rank, settings.alpha) if adapt else None
     params = [p for n, p in module.named_parameters() if n in names]
-    if progress:
-        count = sum(p.numel() for p in params)
-        print(f"gamma={gamma:g}: training {len(names)} tensors ({count} parameters): {names}")
-    outputs = _outputs(adapter, labels, frames)
-    scales = _scales(adapter, frames, labels if with_labels else {}, outputs)
-    if seed is not None:
-        torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(params, lr=lr)
-    n_batches = math.ceil(len(frames) / batch_size)
+    params += list(lora.parameters()) if lora is not None else []
+    count = sum(p.numel() for p in params)
+    if settings.progress and settings.epochs > 0:
+        what = f"{len(names)} tensors" + (
+            f" + rank-{settings.rank} adapters on {len(adapt)} linear layers" if adapt else ""
+        )
+        print(f"gamma={gamma:g}: training {what} ({count} parameters)")
+    outputs = outputs_of(adapter, labels, frames)
+    scales = scales_of(adapter, frames, labels if settings.labels else {}, outputs)
+    rng = np.random.default_rng(settings.seed)
+    optimizer = torch.optim.Adam(params, lr=settings.lr)
+    n_batches = math.ceil(len(frames) / settings.batch_size)
+    total = settings.epochs * n_batches
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(total))
     history = []
-    bar = tqdm(total=epochs * n_batches, disable=not progress, desc=f"gamma={gamma:g}")
-    for _ in range(epochs):
+    bar = tqdm(total=total, disable=not settings.progress or total == 0, desc=f"gamma={gamma:g}")
+    start = time.perf_counter()
+    for _ in range(settings.epochs):
         order = rng.permutation(len(frames))
         sums = np.zeros(2)
         for b in range(n_batches):
-            index = order[b * batch_size : (b + 1) * batch_size]
-            q = random_o3(rotations, rng)
-            l_mu, l_sigma = _losses(adapter, frames, labels, index, outputs, scales, q, with_labels)
+            index = order[b * settings.batch_size : (b + 1) * settings.batch_size]
+            q = random_o3(settings.rotations, rng)
+            orient = random_o3(len(index), rng).rotations.numpy() if settings.augment else None
+            l_mu, l_sigma = losses(adapter, frames, labels, index, outputs, scales, q,
+                                   settings.labels, settings.augment, orient)  # fmt: skip
             optimizer.zero_grad()
             (l_mu + gamma * l_sigma).backward()
             optimizer.step()
+            schedule.step()
             sums += [float(l_mu.detach()), float(l_sigma.detach())]
             bar.update()
             bar.set_postfix(L_mu=f"{sums[0] / (b + 1):.3g}", L_sigma=f"{sums[1] / (b + 1):.3g}")
         history.append({"L_mu": sums[0] / n_batches, "L_sigma": sums[1] / n_batches})
     bar.close()
-    measured = _evaluate(adapter, valid_frames, valid_labels, outputs, degree)
+    seconds = time.perf_counter() - start
+    if lora is not None:
+        lora.merge()
+    measured = evaluate(adapter, valid_frames, valid_labels, outputs, settings.degree)
+    mode = settings.trainable if isinstance(settings.trainable, str) else list(settings.trainable)
     result = {
         "gamma": gamma,
+        "mode": mode,
         "trainable": names,
-        "epochs": epochs,
-        "lr": lr,
-        "rotations": rotations,
+        "lora": None
+        if lora is None
+        else {"rank": settings.rank, "alpha": settings.alpha, "layers": adapt},
+        "n_trained": count,
+        "epochs": settings.epochs,
+        "lr": settings.lr,
+        "rotations": settings.rotations,
+        "augment": settings.augment,
+        "batch_size": settings.batch_size,
+        "seed": settings.seed,
+        "train_seconds": seconds,
         "scales": scales,
         "history": history,
         "evaluated_on": "train" if valid_frames is frames else "valid",
         "n_structures": len(valid_frames),
         "metrics": measured,
     }
-    paths = _save(module, is_mtt, result, out, gamma) if out is not None else {}
+    folder = None if out is None else pathlib.Path(out) / (name or f"gamma_{gamma:g}")
+    paths = _save(module, is_mtt, result, folder) if folder is not None else {}
     for param in module.parameters():
         param.requires_grad_(True)
     return FinetuneResult(gamma, module, history, result, paths)
 
 
-def _save(module, is_mtt: bool, result: dict, out, gamma: float) -> dict:
-    folder = pathlib.Path(out) / f"gamma_{gamma:g}"
+def _save(module, is_mtt: bool, result: dict, folder: pathlib.Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / "result.json"}
     if is_mtt:

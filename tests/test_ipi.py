@@ -11,6 +11,7 @@ import uuid
 
 import numpy as np
 import pytest
+import torch
 
 import symmd
 from symmd.cli import default_structure
@@ -136,6 +137,40 @@ def test_nve_and_uncertainty_in_ipi(tmp_path):
     assert "exceeds the selected threshold" not in quiet
     _, loud = run_ipi(tmp_path / "low", path, 2, 0.3 * measured)
     assert "exceeds the selected threshold" in loud
+
+
+def test_lora_finetuned_model_in_ipi(tmp_path, pet_checkpoint):
+    """A LoRA fine-tuned checkpoint exports (adapters merged) to a plain
+    metatomic model that i-PI's metatomic driver runs; its first potential
+    energy is that of metatomic-ase and of the eager fine-tuned model."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from helpers import cu_cluster
+
+    from symmd.models import evaluate_rotated, load
+
+    frames = []
+    for seed in range(2):
+        atoms = cu_cluster(8, seed=seed)
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        frames.append(atoms)
+    result = symmd.finetune(
+        pet_checkpoint, frames, gamma=10.0, trainable="lora", rank=2, epochs=2, lr=1e-2,
+        batch_size=2, degree=2, out=tmp_path / "tuned", progress=False,
+    )  # fmt: skip
+    model = str(result.paths["model"])
+    structure = default_structure()
+    eager = float(evaluate_rotated(load(result.model), structure, torch.eye(3))["energy"][0])
+    untuned = float(evaluate_rotated(load(pet_checkpoint), structure, torch.eye(3))["energy"][0])
+    assert abs(eager - untuned) > 1e-4  # the adapters changed the model
+    atoms = structure.copy()
+    atoms.calc = metatomic_ase.MetatomicCalculator(model)
+    assert atoms.get_potential_energy() == pytest.approx(eager, rel=1e-5, abs=1e-5)
+    run_ipi(tmp_path / "ipi", model, 3)
+    potential = np.loadtxt(tmp_path / "ipi" / "sim.out", ndmin=2)[0, 2]
+    assert potential == pytest.approx(eager, rel=1e-5, abs=1e-5)
 
 
 def test_mts_with_projected_direct_forces_and_a_conservative_correction(tmp_path):

@@ -83,22 +83,105 @@ def test_training_spectra_figure_is_that_of_the_committed_data():
 
 
 def test_finetune_table_is_that_of_the_committed_data():
+    data = json.loads((ROOT / "benchmarks/results/finetune_tradeoff.json").read_text())["models"]
+    number = r"([\d.]+|-)"
     rows = re.findall(
-        r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| [\d.e-]+ \|$",
+        r"^\| (plates|Cu/Al)[^|]*\| (not fine-tuned|readout|lora|all) \| "
+        + number
+        + r" \| ([\d.]+) \| ([\d.]+) \| ([+-]\d+ %|-) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x"
+        r" \| ([\d.e-]+) \| (\d+|-) \|$",
         README,
         flags=re.M,
     )
-    data = {
-        float(r["gamma"]): r["metrics"]
-        for r in json.loads((ROOT / "docs/figures/finetune_tradeoff.json").read_text())
-    }
-    assert [float(r[0]) for r in rows] == sorted(data)
-    for gamma, e_mae, a_e, f_mae, a_f in rows:
-        m = data[float(gamma)]
-        assert float(e_mae) == pytest.approx(1e3 * m["energy"]["mae"], abs=0.06)
-        assert float(a_e) == pytest.approx(1e3 * m["energy"]["A_per_atom_rms"], abs=0.06)
-        assert float(f_mae) == pytest.approx(1e3 * m["forces"]["mae"], rel=0.01)
-        assert float(a_f) == pytest.approx(1e3 * m["forces"]["A_rms"], rel=0.01)
+    names = {"plates": "plates", "Cu/Al": "cual"}
+    assert sorted({(names[r[0]], r[1]) for r in rows}) == sorted(
+        [(m, "not fine-tuned") for m in data]
+        + [(m, mode) for m in data for mode in data[m]["modes"]]
+    )
+    for model, mode, gamma, e_mae, f_mae, change, a_e, a_f, lower, md, seconds in rows:
+        entry = data[names[model]]
+        raw = entry["raw"]
+        run = entry["modes"].get(mode, {"gamma": None, "test": raw, "train_seconds": None})
+        t = run["test"]
+        assert (gamma == "-") == (run["gamma"] is None)
+        if gamma != "-":
+            assert float(gamma) == run["gamma"]
+        assert float(e_mae) == pytest.approx(1e3 * t["energy_mae"], abs=0.006)
+        assert float(f_mae) == pytest.approx(1e3 * t["forces_mae"], abs=0.06)
+        if change != "-":
+            percent = 100 * (t["forces_mae"] / raw["forces_mae"] - 1)
+            assert float(change.rstrip(" %")) == pytest.approx(percent, abs=0.6)
+        assert float(a_e) == pytest.approx(1e3 * t["energy_A_per_atom_rms"], abs=0.0006)
+        assert float(a_f) == pytest.approx(1e3 * t["forces_A_rms"], abs=0.006)
+        assert float(lower) == pytest.approx(raw["forces_A_rms"] / t["forces_A_rms"], abs=0.006)
+        assert float(md) == pytest.approx(t["md_rel_forces"], rel=0.01)
+        if seconds != "-":
+            assert float(seconds) == pytest.approx(run["train_seconds"], abs=0.6)
+        else:
+            assert run["train_seconds"] is None
+
+
+def test_finetune_prose_is_that_of_the_benchmark():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import finetune_tradeoff
+
+    report = json.loads((ROOT / "benchmarks/results/finetune_tradeoff.json").read_text())
+    assert finetune_tradeoff.markdown(report) in README
+    data = report["models"]
+
+    def lower_and_change(model, mode):
+        raw, t = data[model]["raw"], data[model]["modes"][mode]["test"]
+        return raw["forces_A_rms"] / t["forces_A_rms"], 100 * (
+            t["forces_mae"] / raw["forces_mae"] - 1
+        )
+
+    lora, lora_up, full, full_up = quoted(
+        r'`"lora"` ([\d.]+)x lower at\s+\+(\d+) %, `"all"` ([\d.]+)x at \+(\d+) %'
+    )
+    for (value, up), mode in zip([(lora, lora_up), (full, full_up)], ["lora", "all"]):
+        want, change = lower_and_change("plates", mode)
+        assert float(value) == pytest.approx(want, abs=0.006)
+        assert int(up) == round(change)
+    md_raw, md_all = quoted(r"MD A_F/F falls from ([\d.]+) % to ([\d.]+) %")
+    assert float(md_raw) == pytest.approx(100 * data["plates"]["raw"]["md_rel_forces"], abs=0.06)
+    plates_all = data["plates"]["modes"]["all"]["test"]["md_rel_forces"]
+    assert float(md_all) == pytest.approx(100 * plates_all, abs=0.06)
+    readout_rows = {r["run"]: r for r in data["plates"]["modes"]["readout"]["scan"]["rows"]}
+    ratio, up = quoted(r"gamma = 100 gives ([\d.]+)x lower A_F at \+(\d+) % MAE")
+    g100 = readout_rows["gamma=100"]
+    assert float(ratio) == pytest.approx(
+        readout_rows["raw"]["forces_A_rms"] / g100["forces_A_rms"], abs=0.06
+    )
+    assert int(up) == round(100 * g100["mae_increase"])
+    assert data["plates"]["modes"]["readout"]["gamma"] is None
+    best, best_up, second, third = quoted(
+        r'best within budget is `"all"`, ([\d.]+)x lower at \+(\d+) %, then `"lora"` ([\d.]+)x\s+'
+        r"and the readout ([\d.]+)x"
+    )
+    want, change = lower_and_change("cual", "all")
+    assert float(best) == pytest.approx(want, abs=0.006) and int(best_up) == round(change)
+    assert float(second) == pytest.approx(lower_and_change("cual", "lora")[0], abs=0.006)
+    assert float(third) == pytest.approx(lower_and_change("cual", "readout")[0], abs=0.006)
+    (md,) = quoted(r"\(A_F/F ([\d.]+) %\s+in MD\)")
+    assert float(md) == pytest.approx(100 * data["cual"]["raw"]["md_rel_forces"], abs=0.06)
+    lo, hi, up_lo, up_hi = quoted(
+        r"set: ([\d.]+)-([\d.]+)x lower A_F at \+(\d+) to \+(\d+) % force MAE"
+    )
+    rows = [
+        next(r for r in data["cual"]["modes"][m]["scan"]["rows"] if r["run"] == "gamma=300")
+        for m in ("readout", "lora", "all")
+    ]
+    raw_a = data["cual"]["modes"]["all"]["scan"]["rows"][0]["forces_A_rms"]
+    ratios = [raw_a / r["forces_A_rms"] for r in rows]
+    ups = [100 * r["mae_increase"] for r in rows]
+    assert float(lo) == pytest.approx(min(ratios), abs=0.006)
+    assert float(hi) == pytest.approx(max(ratios), abs=0.006)
+    assert (int(up_lo), int(up_hi)) == (round(min(ups)), round(max(ups)))
+    # the goals of the issue, as README states them: met without augmentation, not with
+    assert lower_and_change("plates", "lora")[0] >= 3 and lower_and_change("plates", "all")[0] >= 3
+    assert lower_and_change("cual", "all")[0] < 5
 
 
 def test_auto_quadrature_picks_are_those_of_the_benchmark():
