@@ -137,6 +137,7 @@ def test_md_with_an_automatic_quadrature_reports_its_choice(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow  # whole commands on a checkpoint: seconds
 def test_diagnose_command_with_layers_of_a_checkpoint(pet_checkpoint, tmp_path, capsys):
     import ase.io
     from helpers import cu_cluster
@@ -245,6 +246,7 @@ def test_empty_and_unreadable_structure_files_are_one_line(tmp_path, capsys):
     assert one_line(capsys) == f"symmd md: error: structure file {missing!r} does not exist"
 
 
+@pytest.mark.slow  # whole commands on the shipped PET: seconds
 def test_a_huge_rule_is_refused_unless_allowed(tmp_path, capsys):
     args = ["md", "--symmetrize", "average", "--degree", "100", "--steps", "1", "--quiet"]
     assert main([*args, "--log", str(tmp_path / "a.csv")]) == 2

@@ -141,6 +141,7 @@ def test_extra_outputs_of_a_metatomic_model_have_their_analytic_spectra():
         assert abs(entry["above"][0]) < 1e-10  # everything is band-limited to lambda <= 3
 
 
+@pytest.mark.slow  # the shipped PET on many structures: seconds
 def test_statistics_over_structures_and_json(tmp_path):
     frames = [cual_cell((1, 1, 2), seed=s) for s in range(3)]
     d = diagnose(toy_metatomic_model(), frames, max_lambda=2)
@@ -285,6 +286,7 @@ def test_layers_of_the_dipole_module_and_errors():
         diagnose(Dipole(), cu_cluster(4), max_lambda=2, quadrature=3)
 
 
+@pytest.mark.slow  # loads a metatrain checkpoint: seconds
 def test_metatrain_checkpoint_layers_drop_the_padded_neighbour_slots(pet_checkpoint):
     """PET's first edge embedding is W [r, |r|] + b: over O(3) it puts
     ||W_r||^2 sum_e |r_e|^2 / 3 in (1, +1) and sum_e ||w |r_e| + b||^2 in

@@ -224,6 +224,7 @@ def test_direct_outputs_answer_to_the_ipi_and_metatomic_names(tmp_path):
     np.testing.assert_allclose(boxed, forces, rtol=0, atol=1e-13)
 
 
+@pytest.mark.slow  # exports and runs TorchScript models: seconds
 def test_capabilities_are_the_wrapped_models(tmp_path):
     path = tmp_path / "pet.pt"
     symmd.export(PET, path, quadrature=2, monitor_every=5, uncertainty=True)
@@ -334,6 +335,7 @@ def test_uncertainty_warns_above_threshold(tmp_path):
     assert not any("uncertainties are larger" in str(w.message) for w in caught)
 
 
+@pytest.mark.slow  # exports and runs TorchScript models: seconds
 def test_reorient_keeps_exact_rules_exact(tmp_path):
     model, atoms = toy_metatomic_model(uniaxial=0.05), cu_cluster()
     ref = reference(model, atoms, symmetrize="average", quadrature=5)
