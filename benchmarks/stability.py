@@ -649,6 +649,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--markdown", type=pathlib.Path, help="print the README tables of this JSON and stop"
     )
+    parser.add_argument(
+        "--aggregate-only",
+        action="store_true",
+        help="run nothing: write the JSON and figure of the runs already finished "
+        "(the summary counts the seeds each setting has)",
+    )
     args = parser.parse_args(argv)
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
@@ -664,8 +670,15 @@ def main(argv=None) -> int:
     name = "stability_quick" if quick else "stability"
     runs_path = out / f"{name}_runs.jsonl"
 
-    print(f"timing one force evaluation per mode ({repeats} interleaved repeats) ...", flush=True)
-    cost = timing(model, args.systems, [*args.modes, *COST_ONLY], repeats)
+    cost_path = out / f"{name}_cost.json"
+    if args.aggregate_only and cost_path.exists():
+        cost = json.loads(cost_path.read_text())
+    else:
+        print(
+            f"timing one force evaluation per mode ({repeats} interleaved repeats) ...", flush=True
+        )
+        cost = timing(model, args.systems, [*args.modes, *COST_ONLY], repeats)
+        cost_path.write_text(json.dumps(cost, indent=1))
     for system, rows in cost.items():
         print(
             f"  {system}: "
@@ -707,7 +720,13 @@ def main(argv=None) -> int:
             if line.strip():
                 record = json.loads(line)
                 done[record["key"]] = record
-    todo = [t for t in tasks if t["key"] not in done]
+    # NVE first (drift, momentum), then the thermostatted runs: an interrupted
+    # run keeps the measurements the table needs most
+    todo = sorted((t for t in tasks if t["key"] not in done), key=lambda t: t["ensemble"] != "nve")
+    if args.aggregate_only:
+        missing = len(todo)
+        tasks, todo = [t for t in tasks if t["key"] in done], []
+        print(f"aggregating the {len(tasks)} finished runs ({missing} not run)", flush=True)
     total = sum(cost[t["system"]][t["mode"]]["seconds"] * t["steps"] for t in todo)
     print(
         f"{len(tasks)} runs, {len(tasks) - len(todo)} already in {runs_path}; the remaining "
