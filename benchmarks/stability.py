@@ -551,7 +551,7 @@ def markdown(result: dict) -> str:
     summary = result["summary"]
     lines = [
         "| system | mode | E drift, NVE (meV/atom/ps) | T drift, NVE (K/ps) "
-        "| max dP, NVE | max dL, NVE | first flag, NVE (step) | failed: NVE / 300 K / 900 K "
+        "| max dP, NVE | max dL, NVE | first flag, NVE (step) | failed/runs: NVE, 300 K, 900 K "
         "| cost per step |",
         "|---|---|--:|--:|--:|--:|---|--:|--:|",
     ]
@@ -568,8 +568,10 @@ def markdown(result: dict) -> str:
             if s["flagged"]:
                 names = ", ".join(s["first_flag_metrics"])
                 flag = f"{names} ({s['first_flag_step']['mean']:.0f})"
-            failed = " / ".join(
-                f"{by_ensemble[e][mode]['failed']}" if mode in by_ensemble.get(e, {}) else "-"
+            failed = ", ".join(
+                f"{by_ensemble[e][mode]['failed']}/{by_ensemble[e][mode]['seeds']}"
+                if mode in by_ensemble.get(e, {})
+                else "-"
                 for e in ENSEMBLES
             )
             cost = s["cost_vs_conservative"]

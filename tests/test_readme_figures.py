@@ -359,3 +359,89 @@ def test_uncertainty_prose_is_that_of_the_benchmark():
     early, late = quoted(r"the first flags come (\d+)-(\d+) steps into the run")
     flags = [f for r in w["rows"] if r["margin"] == 1.0 for f in r["first_flag"]]
     assert (int(early), int(late)) == (min(flags), max(flags))
+
+
+def test_stability_table_and_prose_are_those_of_the_benchmark():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import stability
+
+    result = json.loads((ROOT / "benchmarks/results/stability.json").read_text())
+    assert stability.markdown(result) in README
+    assert (ROOT / "docs/figures/stability.png").stat().st_size > 10_000
+    nve = {system: by["nve"] for system, by in result["summary"].items()}
+    cost = result["cost"]
+
+    def mean(system, mode, key):
+        return nve[system][mode][key]["mean"]
+
+    def mean_sd(system, mode, key):
+        stat = nve[system][mode][key]
+        return f"{stat['mean']:.1f} ± {stat['sd']:.1f}"
+
+    p_cluster, p_bulk = quoted(
+        r"grows to\s+([\d.]+) \(cluster\) and ([\d.]+) \(cell\) thermal units"
+    )
+    assert p_cluster == f"{mean('cluster', 'direct', 'momentum_max'):.2g}"
+    assert p_bulk == f"{mean('bulk', 'direct', 'momentum_max'):.2g}"
+    fail_cluster, fail_bulk, heat = quoted(
+        r"after ([\d.]+ ± [\d.]+) ps \(cluster\) and\s+([\d.]+ ± [\d.]+) ps \(cell\), the first "
+        r"10 % of heating already done after\s+([\d.]+) ps"
+    )
+    assert fail_cluster == mean_sd("cluster", "direct", "time_to_failure_ps")
+    assert fail_bulk == mean_sd("bulk", "direct", "time_to_failure_ps")
+    assert all(nve[s]["direct"]["failed"] == nve[s]["direct"]["seeds"] == 4 for s in nve)
+    assert heat == f"{min(mean(s, 'direct', 'time_to_10pct_heat_ps') for s in nve):.1f}"
+    assert all(nve[s]["direct"]["flagged_before_10pct_heat"] == 4 for s in nve)
+    (project,) = quoted(r"\(max dP and dL at most ([\d.e+-]+) thermal units\)")
+    exact = [
+        mean(s, "direct+project", k)
+        for s in nve
+        for k in ("momentum_max", "angular_momentum_max")
+        if nve[s]["direct+project"][k]
+    ]
+    assert project == f"{max(exact):.0e}" and max(exact) < 1e-13
+    assert all(nve[s]["direct+project"]["failed"] == 0 for s in nve)
+    drift_cluster, drift_bulk, conservative = quoted(
+        r"still drifts by ([\d.]+ ± [\d.]+) \(cluster\) and ([\d.]+ ± [\d.]+)\s+\(cell\) "
+        r"meV/atom/ps, against at most ([\d.e+-]+) for conservative forces"
+    )
+    assert drift_cluster == mean_sd("cluster", "direct+project", "energy_drift_meV_per_atom_per_ps")
+    assert drift_bulk == mean_sd("bulk", "direct+project", "energy_drift_meV_per_atom_per_ps")
+    drifts = [abs(mean(s, "conservative", "energy_drift_meV_per_atom_per_ps")) for s in nve]
+    assert conservative == f"{max(drifts):.0e}"
+    avg_cluster, avg_bulk, avg_project = quoted(
+        r"change by ([\d.]+) \(cluster\) and ([\d.]+) \(cell\) thermal units;\s+"
+        r'"average\+project" keeps it at round-off \(([\d.e+-]+)\)'
+    )
+    assert avg_cluster == f"{mean('cluster', 'direct+average2', 'momentum_max'):.2g}"
+    assert avg_bulk == f"{mean('bulk', 'direct+average2', 'momentum_max'):.2g}"
+    both = max(mean(s, "direct+average2+project", "momentum_max") for s in nve)
+    assert avg_project == f"{both:.0e}" and both < 1e-13
+    mts_cluster, mts_bulk, cost_cluster, cost_bulk = quoted(
+        r"drift\s+([\d.e+-]+) \(cluster\) and ([\d.e+-]+) \(cell\) meV/atom/ps, at\s+"
+        r"([\d.]+)x \(cluster\) and ([\d.]+)x \(cell\)"
+    )
+    assert mts_cluster == f"{mean('cluster', 'direct+mts', 'energy_drift_meV_per_atom_per_ps'):.0e}"
+    assert mts_bulk == f"{mean('bulk', 'direct+mts', 'energy_drift_meV_per_atom_per_ps'):.0e}"
+    assert cost_cluster == f"{cost['cluster']['direct+mts']['vs_conservative']:.2f}"
+    assert cost_bulk == f"{cost['bulk']['direct+mts']['vs_conservative']:.2f}"
+    momentum, angular = quoted(
+        r"float32 round-off, ([\d.e+-]+)\), but not angular momentum.*?changes by\s+"
+        r"([\d.]+) thermal units in 3 ps"
+    )
+    assert momentum == f"{max(mean(s, 'conservative', 'momentum_max') for s in nve):.0e}"
+    assert angular == f"{mean('cluster', 'conservative', 'angular_momentum_max'):.2f}"
+    d_cluster, d_bulk, a2, a3, c2, c3 = quoted(
+        r"direct forces cost ([\d.]+)x \(cluster\) and\s+([\d.]+)x \(cell\) a conservative "
+        r"evaluation\. Averaging the direct\s+outputs costs ([\d.]+)x \(degree 2\) and ([\d.]+)x "
+        r"\(degree 3\) a\s+conservative evaluation, against ([\d.]+)x and ([\d.]+)x"
+    )
+    assert d_cluster == f"{cost['cluster']['direct']['vs_conservative']:.2f}"
+    assert d_bulk == f"{cost['bulk']['direct']['vs_conservative']:.2f}"
+    assert [a2, a3, c2, c3] == [
+        f"{cost['cluster'][f'{kind}+average{d}']['vs_conservative']:.1f}"
+        for kind in ("direct", "conservative")
+        for d in (2, 3)
+    ]
