@@ -17,7 +17,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu"]
-        + ["--json", str(out)],
+        + ["--json", str(out), "--repeats", "1", "--md-rounds", "1", "--md-steps", "4"],
         capture_output=True,
         text=True,
         env=env,

@@ -370,6 +370,7 @@ def test_no_false_alarm_with_conservative_forces_or_project(ensemble, temperatur
             assert np.abs(p - p[0]).max() > 1.0
 
 
+@pytest.mark.heavy  # minutes-long check: outside CI's budget (README, Test)
 @pytest.mark.slow
 def test_no_false_alarm_with_the_shipped_unconstrained_cluster_model():
     """A real unconstrained model (the shipped cluster PET, conservative

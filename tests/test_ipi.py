@@ -117,6 +117,7 @@ def drift(conserved):
     return float(np.abs(conserved - conserved[0]).max())
 
 
+@pytest.mark.heavy  # minutes-long check: outside CI's budget (README, Test)
 def test_nve_and_uncertainty_in_ipi(tmp_path):
     steps = 20
     path = tmp_path / "avg.pt"

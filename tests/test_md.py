@@ -59,6 +59,7 @@ def pet_reference(pets):
     )
 
 
+@pytest.mark.heavy  # minutes-long check: outside CI's budget (README, Test)
 def test_averaged_pet_forces_converge_to_the_degree_11_reference(pets, pet_reference):
     atoms, reference, raw_error = pet_reference
     distance = {}

@@ -36,6 +36,7 @@ def pet():
     return models.load(models.shipped_model("pet-emt-cual"))
 
 
+@pytest.mark.heavy  # minutes-long check: outside CI's budget (README, Test)
 @pytest.mark.slow
 def test_monitor_estimate_is_unbiased_over_200_seeds(pet):
     atoms = cual_cell(seed=11)
@@ -86,6 +87,7 @@ def langevin(atoms, calc, temperature, seed, dt=2.0):
     )
 
 
+@pytest.mark.heavy  # minutes-long check: outside CI's budget (README, Test)
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_stable_run_raises_no_flag_with_defaults(pet, seed):

@@ -128,6 +128,7 @@ def pet_errors():
     return model, atoms, measured
 
 
+@pytest.mark.heavy  # minutes-long check: outside CI's budget (README, Test)
 @pytest.mark.slow
 @pytest.mark.parametrize("tolerance", [1e-3, 1e-4, 1e-5])
 def test_recommended_degree_on_the_shipped_pet_is_the_smallest_sufficient(pet_errors, tolerance):

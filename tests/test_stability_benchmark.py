@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.heavy  # minutes-long check: outside CI's budget (README, Test)
 def test_quick_run_of_every_mode_is_written_and_resumed(tmp_path, capsys):
     from toy_models import morse_direct
 

@@ -21,6 +21,7 @@ def block_mean(values, n_blocks):
     return float(means.mean()), float(means.std(ddof=1) / np.sqrt(n_blocks))
 
 
+@pytest.mark.heavy  # minutes-long check: outside CI's budget (README, Test)
 @pytest.mark.slow
 def test_langevin_run_of_the_default_cell_averages_its_temperature(tmp_path, capsys):
     log = tmp_path / "t.csv"
