@@ -107,8 +107,12 @@ def test_average_project_is_exactly_equivariant():
     assert np.abs(g_rot - g @ rot.T).max() > 1e-3
 
 
-def adaptive(every, **thresholds):
-    monitor = Monitor(every=every, ensemble="nve", action="warn", threshold=thresholds, seed=0)
+def adaptive(every, thresholds=None, **options):
+    """An adaptive calculator on the toy after its first call, its monitor and
+    the structure."""
+    monitor = Monitor(
+        every=every, ensemble="nve", action="warn", threshold=thresholds, seed=0, **options
+    )
     calc = SymmetryCalculator(
         unbalanced, symmetrize="adaptive", quadrature=2, non_conservative=True, monitor=monitor
     )
@@ -117,18 +121,18 @@ def adaptive(every, **thresholds):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InstabilityWarning)
         atoms.get_forces()
-    return calc, monitor
+    return calc, monitor, atoms
 
 
 def test_adaptive_projects_for_a_net_force_without_averaging():
-    calc, monitor = adaptive(0)  # conservation checks only: no equivariance error
+    calc, monitor, _ = adaptive(0)  # conservation checks only: no equivariance error
     assert set(monitor.events[0]["flags"]) == {"net_force", "net_torque"}
     assert calc.mode == "project"
     assert [(s["from"], s["to"]) for s in calc.switches] == [("none", "project")]
 
 
 def test_adaptive_averages_and_projects_when_both_kinds_are_flagged():
-    calc, monitor = adaptive(1, rel_forces=1e-6)
+    calc, monitor, _ = adaptive(1, {"rel_forces": 1e-6})
     assert {"rel_forces", "net_force"} <= set(monitor.events[0]["flags"])
     assert calc.mode == "average+project"
     atoms = calc.atoms.copy()
@@ -137,18 +141,11 @@ def test_adaptive_averages_and_projects_when_both_kinds_are_flagged():
 
 
 def test_back_off_from_average_project_keeps_the_projection():
-    monitor = Monitor(every=1, ensemble="nve", action="warn", back_off=True, patience=2, seed=0)
-    monitor.thresholds["rel_forces"] = 1e-6
-    calc = SymmetryCalculator(
-        unbalanced, symmetrize="adaptive", quadrature=2, non_conservative=True, monitor=monitor
-    )
-    atoms = structure()
-    atoms.calc = calc
+    calc, monitor, atoms = adaptive(1, {"rel_forces": 1e-6}, back_off=True, patience=2)
+    assert calc.mode == "average+project"
+    monitor.thresholds["rel_forces"] = 100.0  # calm from now on
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InstabilityWarning)
-        atoms.get_forces()
-        assert calc.mode == "average+project"
-        monitor.thresholds["rel_forces"] = 100.0  # calm from now on
         for _ in range(3):
             atoms.positions[0, 0] += 0.01
             atoms.get_forces()
