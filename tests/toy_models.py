@@ -226,6 +226,36 @@ def toy_model_with_extras(
     )
 
 
+def add_direct_outputs(
+    result: Dict[str, TensorMap],
+    outputs: Dict[str, ModelOutput],
+    forces: List[torch.Tensor],
+    atom_samples: Labels,
+    stresses: List[torch.Tensor],
+    systems: torch.Tensor,
+):
+    """Put the requested direct outputs of the toys into ``result``: per-atom
+    forces ``[N, 3]`` (``forces`` per system) and per-system stresses ``[3, 3]``."""
+    keys = Labels(["_"], torch.tensor([[0]]))
+    xyz = Labels(["xyz"], torch.arange(3, dtype=torch.int32)[:, None])
+    if "non_conservative_force" in outputs:
+        block = TensorBlock(
+            torch.cat(forces)[:, :, None],
+            atom_samples,
+            [xyz],
+            Labels(["non_conservative_force"], torch.tensor([[0]])),
+        )
+        result["non_conservative_force"] = TensorMap(keys, [block])
+    if "non_conservative_stress" in outputs:
+        block = TensorBlock(
+            torch.stack(stresses)[:, :, :, None],
+            Labels(["system"], systems),
+            [Labels(["xyz_1"], xyz.values), Labels(["xyz_2"], xyz.values)],
+            Labels(["non_conservative_stress"], torch.tensor([[0]])),
+        )
+        result["non_conservative_stress"] = TensorMap(keys, [block])
+
+
 class DirectToy(torch.nn.Module):
     """Float64, TorchScript: the pair toy energy plus direct forces and stress
     with lab-frame parts (a constant force ``c`` and a constant, non-symmetric
@@ -269,7 +299,6 @@ class DirectToy(torch.nn.Module):
             atoms.append(torch.stack([torch.full_like(idx, s), idx], 1))
         keys = Labels(["_"], torch.tensor([[0]]))
         n = torch.arange(len(systems), dtype=torch.int32)[:, None]
-        xyz = Labels(["xyz"], torch.arange(3, dtype=torch.int32)[:, None])
         result: Dict[str, TensorMap] = {}
         result["energy"] = TensorMap(
             keys,
@@ -282,22 +311,9 @@ class DirectToy(torch.nn.Module):
                 )
             ],
         )
-        if "non_conservative_force" in outputs:
-            block = TensorBlock(
-                torch.cat(forces)[:, :, None],
-                Labels(["system", "atom"], torch.cat(atoms)),
-                [xyz],
-                Labels(["non_conservative_force"], torch.tensor([[0]])),
-            )
-            result["non_conservative_force"] = TensorMap(keys, [block])
-        if "non_conservative_stress" in outputs:
-            block = TensorBlock(
-                torch.stack(stresses)[:, :, :, None],
-                Labels(["system"], n),
-                [Labels(["xyz_1"], xyz.values), Labels(["xyz_2"], xyz.values)],
-                Labels(["non_conservative_stress"], torch.tensor([[0]])),
-            )
-            result["non_conservative_stress"] = TensorMap(keys, [block])
+        add_direct_outputs(
+            result, outputs, forces, Labels(["system", "atom"], torch.cat(atoms)), stresses, n
+        )
         return result
 
 
@@ -451,7 +467,6 @@ class MorseDirect(torch.nn.Module):
             atoms.append(torch.stack([torch.full_like(idx, s), idx], 1))
         keys = Labels(["_"], torch.tensor([[0]]))
         n_sys = torch.arange(len(systems), dtype=torch.int32)[:, None]
-        xyz = Labels(["xyz"], torch.arange(3, dtype=torch.int32)[:, None])
         atom_samples = Labels(["system", "atom"], torch.cat(atoms))
         result: Dict[str, TensorMap] = {}
         if per_atom:
@@ -472,22 +487,7 @@ class MorseDirect(torch.nn.Module):
                 Labels(["energy"], torch.tensor([[0]])),
             )
         result["energy"] = TensorMap(keys, [energy_block])
-        if "non_conservative_force" in outputs:
-            block = TensorBlock(
-                torch.cat(forces)[:, :, None],
-                atom_samples,
-                [xyz],
-                Labels(["non_conservative_force"], torch.tensor([[0]])),
-            )
-            result["non_conservative_force"] = TensorMap(keys, [block])
-        if "non_conservative_stress" in outputs:
-            block = TensorBlock(
-                torch.stack(stresses)[:, :, :, None],
-                Labels(["system"], n_sys),
-                [Labels(["xyz_1"], xyz.values), Labels(["xyz_2"], xyz.values)],
-                Labels(["non_conservative_stress"], torch.tensor([[0]])),
-            )
-            result["non_conservative_stress"] = TensorMap(keys, [block])
+        add_direct_outputs(result, outputs, forces, atom_samples, stresses, n_sys)
         return result
 
 
